@@ -1,0 +1,5 @@
+import sys
+
+from stylestream.cli import main
+
+sys.exit(main())

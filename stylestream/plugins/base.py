@@ -1,0 +1,115 @@
+"""The plugin interface: a style is anything with a name that turns a batch of uint8 RGB frames
+(N, H, W, 3) into a batch of the same shape. Classic filters subclass `StylePlugin`; neural styles
+are `NeuralPlugin`s that wrap a model file and an inference backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter the user may tune live; the page draws a slider for it."""
+
+    name: str
+    label: str
+    default: float
+    min: float
+    max: float
+    step: float = 0.01
+    help: str = ""
+
+    def clamp(self, value: Any) -> float:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"parameter {self.name!r} must be a number, got {value!r}") from None
+        if not np.isfinite(v):
+            raise ValueError(f"parameter {self.name!r} must be finite, got {value!r}")
+        return min(self.max, max(self.min, v))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+STRENGTH = Param("strength", "Strength", 1.0, 0.0, 1.0, 0.05, "blend of stylized (1) and original (0)")
+
+
+@dataclass
+class PluginInfo:
+    """What a listing shows: where a plugin came from and how it runs."""
+
+    name: str
+    title: str
+    description: str
+    kind: str  # "neural" | "filter"
+    backend: str  # "opencv", "torch", "onnxruntime", "tensorrt", ...
+    source: str  # "builtin", "entry point <dist>", or the file/folder path
+    thumbnail: Path | None = None
+    params: list[Param] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["thumbnail"] = str(self.thumbnail) if self.thumbnail else None
+        d["params"] = [p.to_json() for p in self.params]
+        return d
+
+
+class StylePlugin:
+    """Base class. Subclasses set the class attributes and implement `apply`.
+
+    `process` validates the batch, resolves parameters (defaults, clamping) and applies `strength`
+    (blend with the original), so `apply` only has to stylize."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    kind: ClassVar[str] = "filter"
+    backend: ClassVar[str] = "opencv"
+    thumbnail: Path | None = None
+    extra_params: ClassVar[tuple[Param, ...]] = ()
+
+    @property
+    def params(self) -> list[Param]:
+        return [STRENGTH, *self.extra_params]
+
+    def resolve_params(self, params: Mapping[str, Any] | None) -> dict[str, float]:
+        declared = {p.name: p for p in self.params}
+        unknown = set(params or {}) - set(declared)
+        if unknown:
+            raise ValueError(
+                f"style {self.name!r} has no parameter(s) {sorted(unknown)}; it has {sorted(declared)}"
+            )
+        out = {p.name: p.default for p in self.params}
+        for k, v in (params or {}).items():
+            out[k] = declared[k].clamp(v)
+        return out
+
+    def process(self, frames: np.ndarray, params: Mapping[str, Any] | None = None) -> np.ndarray:
+        """uint8 RGB (N, H, W, 3) -> uint8 RGB (N, H, W, 3)."""
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"expected uint8 frames of shape (N, H, W, 3), got {frames.dtype} {frames.shape}")
+        p = self.resolve_params(params)
+        strength = p.pop("strength")
+        if strength <= 0.0:
+            return frames.copy()
+        out = self.apply(frames, p)
+        if strength < 1.0:
+            out = (out.astype(np.float32) * strength + frames.astype(np.float32) * (1.0 - strength) + 0.5)
+            out = out.astype(np.uint8)
+        return out
+
+    def apply(self, frames: np.ndarray, params: dict[str, float]) -> np.ndarray:
+        raise NotImplementedError
+
+    def info(self, source: str = "builtin") -> PluginInfo:
+        return PluginInfo(self.name, self.title or self.name, self.description, self.kind, self.backend,
+                          source, self.thumbnail, self.params)  # fmt: skip
+
+    def close(self) -> None:
+        """Release backend resources (sessions, GPU memory)."""
