@@ -107,7 +107,10 @@ class StylePlugin:
     def apply(self, frames: np.ndarray, params: dict[str, float]) -> np.ndarray:
         raise NotImplementedError
 
-    def info(self, source: str = "builtin") -> PluginInfo:
+    source: str = "builtin"  # set by PluginSet.add to where the plugin was found
+
+    def info(self, source: str | None = None) -> PluginInfo:
+        source = source or self.source
         return PluginInfo(self.name, self.title or self.name, self.description, self.kind, self.backend,
                           source, self.thumbnail, self.params)  # fmt: skip
 

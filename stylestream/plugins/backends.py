@@ -1,0 +1,345 @@
+"""Inference backends (a registry): each runs one model file on one device.
+
+A backend maps float32 RGB (N, 3, H, W) in [0, 255] to the same shape and range. `pick_backend`
+implements `--backend auto`: the fastest backend that can run one of the style's model files on
+the device (TensorRT engine > ONNX Runtime with a GPU provider > torch on GPU; on CPU ONNX Runtime
+> torch, which measured faster in bench/engine.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stylestream.registry import Registry
+
+log = logging.getLogger(__name__)
+
+# model-file suffix -> format key
+FORMATS = {".pt": "pt", ".onnx": "onnx", ".engine": "engine"}
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run here (library or device missing); the message says what to install."""
+
+
+class Backend:
+    """Base class: load in __init__, run batches in `run`. Implementations must be thread-safe."""
+
+    name: str = ""
+    formats: tuple[str, ...] = ()
+
+    def __init__(self, path: Path, device: str) -> None:
+        self.path = Path(path)
+        self.device = device
+
+    @classmethod
+    def unavailable_reason(cls, device: str) -> str | None:
+        """None when this backend can run on `device`, else why not (and what to install)."""
+        return None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.device})"
+
+    def close(self) -> None:
+        pass
+
+
+BACKENDS: Registry[type[Backend]] = Registry("backend")
+
+
+def _register(cls: type[Backend], help: str) -> type[Backend]:
+    BACKENDS.add(cls.name, cls, help, formats=", ".join(cls.formats))
+    return cls
+
+
+def cpu_threads() -> int:
+    """Cores this process may use (cgroup/affinity aware, unlike os.cpu_count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a CUDA GPU is usable, else 'mps', else 'cpu'. Validates explicit names."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    kind = device.split(":")[0]
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' requested but Apple MPS is not available; use --device cpu")
+    return device
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "stylestream"
+
+
+# --------------------------------------------------------------------------------------------- torch
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    formats = ("pt",)
+
+    def __init__(self, path: Path, device: str) -> None:
+        super().__init__(path, device)
+        import torch
+
+        from stylestream.models import load_model
+
+        self._torch = torch
+        self.model = load_model(path).to(device)
+        self.dtype = None
+        if device.startswith("cuda"):
+            torch.backends.cudnn.benchmark = True  # frame sizes repeat, so autotuning pays off
+            self.model = self.model.to(memory_format=torch.channels_last)
+            # bf16 keeps fp32's range, so InstanceNorm's variance of [0, 255] inputs cannot overflow
+            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if os.environ.get("STYLESTREAM_TORCH_COMPILE") == "1":
+            self.model = torch.compile(self.model, dynamic=True)
+
+    def run_tensor(self, x: Any) -> Any:
+        """Device-resident path: float (N, 3, H, W) tensor in [0, 255] on this device -> same."""
+        torch = self._torch
+        with torch.inference_mode():
+            if self.dtype is not None:
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type="cuda", dtype=self.dtype):
+                    return self.model(x).float()
+            return self.model(x)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        t = self._torch.from_numpy(x).to(self.device, non_blocking=True)
+        return self.run_tensor(t).cpu().numpy()
+
+    def describe(self) -> str:
+        prec = {None: "fp32"}.get(self.dtype, str(self.dtype).replace("torch.", ""))
+        return f"torch ({self.device}, {prec})"
+
+
+_register(TorchBackend, "PyTorch on CPU/CUDA/MPS (bf16/fp16 autocast + channels_last on CUDA)")
+
+
+# --------------------------------------------------------------------------------------- onnxruntime
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    formats = ("onnx",)
+
+    @classmethod
+    def unavailable_reason(cls, device: str) -> str | None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for CUDA)"
+        return None
+
+    @staticmethod
+    def gpu_providers() -> list[str]:
+        import onnxruntime as ort
+
+        have = ort.get_available_providers()
+        return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in have]
+
+    def __init__(self, path: Path, device: str) -> None:
+        super().__init__(path, device)
+        import onnxruntime as ort
+
+        self._ort = ort
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # ORT's warnings about unused initializers are noise here
+        providers: list[Any] = []
+        if device.startswith("cuda"):
+            dev_id = int(device.split(":")[1]) if ":" in device else 0
+            for p in self.gpu_providers():
+                if p == "TensorrtExecutionProvider":
+                    providers.append((p, self._trt_options(dev_id)))
+                else:
+                    providers.append((p, {"device_id": dev_id}))
+            if not providers:
+                log.warning("%s: onnxruntime has no CUDA/TensorRT provider; running on CPU "
+                            "(pip install onnxruntime-gpu)", path)  # fmt: skip
+        if not providers:
+            # one session per style; intra-op threads use every core, no inter-op parallelism (a convnet
+            # is a chain of ops)
+            opts.intra_op_num_threads = cpu_threads()
+            opts.inter_op_num_threads = 1
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        providers.append("CPUExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # noqa: BLE001 -- ORT raises several kinds for a bad file
+            raise ValueError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200]})") from None  # fmt: skip
+        self.providers = self.session.get_providers()
+        requested = [p[0] if isinstance(p, tuple) else p for p in providers]
+        if self.providers[0] != requested[0]:  # a silent fallback must be seen
+            log.warning("%s: asked for %s, onnxruntime gave %s", path, requested, self.providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.on_gpu = self.providers[0] != "CPUExecutionProvider"
+
+    def _trt_options(self, dev_id: int) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        # engine caches are valid only for one GPU + TensorRT + ORT version: key the folder on them
+        key = hashlib.sha1(f"{self.path.resolve()}|{ort.__version__}|{dev_id}".encode()).hexdigest()[:16]
+        cache = cache_dir() / "trt-ep" / key
+        cache.mkdir(parents=True, exist_ok=True)
+        return {
+            "device_id": dev_id,
+            "trt_fp16_enable": True,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache),
+        }
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not self.on_gpu:
+            return self.session.run([self.output_name], {self.input_name: x})[0]
+        # IO binding: the output stays on the GPU until one explicit copy (no hidden host round trips)
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, x)
+        binding.bind_output(self.output_name, "cuda")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+    def describe(self) -> str:
+        return f"onnxruntime ({', '.join(p.replace('ExecutionProvider', '') for p in self.providers)})"
+
+
+_register(OnnxRuntimeBackend, "ONNX Runtime; providers TensorRT EP -> CUDA EP -> CPU EP where available")
+
+
+# ----------------------------------------------------------------------------------------- tensorrt
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+    formats = ("engine",)
+
+    @classmethod
+    def unavailable_reason(cls, device: str) -> str | None:
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            return "tensorrt is not installed (pip install 'stylestream[trt]')"
+        import torch
+
+        if not torch.cuda.is_available() or not device.startswith("cuda"):
+            return "TensorRT engines run only on a CUDA GPU"
+        return None
+
+    def __init__(self, path: Path, device: str) -> None:
+        super().__init__(path, device)
+        import tensorrt as trt
+        import torch
+
+        self._torch = torch
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(self.logger)
+        self.engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        if self.engine is None:
+            raise ValueError(f"{path}: TensorRT could not deserialize this engine (built for another GPU or "
+                             "TensorRT version? rebuild it with `stylestream export`)")  # fmt: skip
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        mode = trt.TensorIOMode.INPUT
+        self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == mode)
+        self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) != mode)
+        self.in_dtype = self._torch_dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
+        self.out_dtype = self._torch_dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
+        self.context = self.engine.create_execution_context()
+        import threading
+
+        self._lock = threading.Lock()  # one execution context: runs must not interleave
+
+    def _torch_dtype(self, np_dtype: Any) -> Any:
+        return {np.float32: self._torch.float32, np.float16: self._torch.float16}[np.dtype(np_dtype).type]
+
+    def run_tensor(self, x: Any) -> Any:
+        torch = self._torch
+        x = x.to(self.device, self.in_dtype).contiguous()
+        with self._lock:
+            self.context.set_input_shape(self.input_name, tuple(x.shape))
+            out = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=self.out_dtype,
+                              device=x.device)  # fmt: skip
+            self.context.set_tensor_address(self.input_name, x.data_ptr())
+            self.context.set_tensor_address(self.output_name, out.data_ptr())
+            stream = torch.cuda.current_stream(x.device)
+            if not self.context.execute_async_v3(stream.cuda_stream):
+                raise RuntimeError(f"{self.path}: TensorRT execution failed for input shape {tuple(x.shape)} "
+                                   "(outside the engine's optimization profile?)")  # fmt: skip
+            stream.synchronize()
+        return out.float()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.run_tensor(self._torch.from_numpy(x)).cpu().numpy()
+
+    def describe(self) -> str:
+        return f"tensorrt ({self.device})"
+
+
+_register(TensorRTBackend, "a serialized TensorRT engine (NAME.engine) on a CUDA GPU")
+
+
+# ------------------------------------------------------------------------------------------ choice
+
+
+def auto_order(device: str) -> list[str]:
+    """Backends in order of preference for `--backend auto` on a resolved device."""
+    if device.startswith("cuda"):
+        order = ["tensorrt"]
+        if OnnxRuntimeBackend.unavailable_reason(device) is None and OnnxRuntimeBackend.gpu_providers():
+            order.append("onnxruntime")
+        return [*order, "torch", "onnxruntime"]
+    if device == "mps":
+        return ["torch", "onnxruntime"]
+    return ["onnxruntime", "torch"]
+
+
+def pick_backend(models: dict[str, Path], device: str, backend: str = "auto") -> tuple[str, Path]:
+    """Choose (backend name, model file) for a style with model files `models` (format -> path)."""
+    if backend != "auto":
+        cls = BACKENDS[backend]  # UnknownNameError lists the backends
+        fmt = next((f for f in cls.formats if f in models), None)
+        if fmt is None:
+            raise ValueError(
+                f"backend {backend!r} needs a {' or '.join('.' + f for f in cls.formats)} model file, but this "
+                f"style has only {', '.join(str(p.name) for p in models.values())}; use --backend auto"
+            )
+        reason = cls.unavailable_reason(device)
+        if reason:
+            raise BackendUnavailable(f"backend {backend!r} cannot run on {device}: {reason}")
+        return backend, models[fmt]
+    for name in auto_order(device):
+        cls = BACKENDS[name]
+        fmt = next((f for f in cls.formats if f in models), None)
+        if fmt is not None and cls.unavailable_reason(device) is None:
+            return name, models[fmt]
+    reasons = [f"{e.name}: {e.obj.unavailable_reason(device)}" for e in BACKENDS
+               if any(f in models for f in e.obj.formats)]  # fmt: skip
+    have = ", ".join(p.name for p in models.values())
+    raise BackendUnavailable(f"no backend can run {have} on {device}" + (f" ({'; '.join(reasons)})" if reasons else ""))

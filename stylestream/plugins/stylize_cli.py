@@ -1,0 +1,145 @@
+"""`stylestream stylize`: stylize images, folders and videos with any style."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from stylestream.plugins.options import add_engine_arguments, add_plugin_arguments
+
+HELP = "stylize images, folders of images, or videos with a style"
+DESCRIPTION = """Stylize files with a style (a name from `stylestream plugins`, or a model file).
+
+  image  -> image of the same size (format from the output suffix)
+  folder -> folder (images and videos inside, sub-folders kept)
+  video  -> video with the same frame count, size and frame rate; the audio stream is copied"""
+EPILOG = """examples:
+  stylestream stylize --style cartoon photo.jpg -o cartoon.jpg
+  stylestream stylize --style runs/mosaic/model.pt clip.mp4 -o mosaic.mp4 --max-side 480
+  stylestream stylize --style mosaic --plugins exports/ shots/ -o styled/"""
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="images, videos or folders")
+    parser.add_argument("--style", required=True, help="style name, or a model file (.pt/.onnx/.engine)")
+    parser.add_argument("-o", "--output", required=True, type=Path,
+                        help="output file (one input) or folder (several inputs or a folder)")  # fmt: skip
+    add_plugin_arguments(parser)
+    add_engine_arguments(parser)
+    parser.add_argument("--strength", type=float, default=1.0, help="blend with the original, 0..1 (1.0)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="another style parameter (see `stylestream plugins --json`), repeatable")  # fmt: skip
+    parser.add_argument("--batch", type=int, default=4, help="video frames per inference batch (4)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _params(args: argparse.Namespace) -> dict[str, float]:
+    from stylestream.cli import CLIError
+
+    params: dict[str, float] = {"strength": args.strength}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise CLIError(f"--param {item!r}: expected NAME=VALUE, e.g. --param scale=0.5")
+        try:
+            params[name.strip()] = float(value)
+        except ValueError:
+            raise CLIError(f"--param {item!r}: {value!r} is not a number") from None
+    return params
+
+
+def _jobs(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
+    """(input file, output file) pairs; a folder maps to a folder, several inputs go into `output`/."""
+    from stylestream.cli import CLIError
+    from stylestream.plugins.media import is_image, is_video
+
+    for p in inputs:
+        if not p.exists():
+            raise CLIError(f"{p}: input not found")
+    if len(inputs) == 1 and inputs[0].is_file():
+        dst = output / inputs[0].name if output.is_dir() else output
+        if not dst.suffix:
+            raise CLIError(f"{output}: give the output file a suffix (e.g. .jpg, .mp4) or make it a folder")
+        return [(inputs[0], dst)]
+    if output.exists() and not output.is_dir():
+        raise CLIError(f"{output}: several inputs or a folder need an output folder, and this is a file")
+    jobs = []
+    for p in inputs:
+        if p.is_file():
+            jobs.append((p, output / p.name))
+            continue
+        files = sorted(f for f in p.rglob("*") if f.is_file() and (is_image(f) or is_video(f))
+                       and not any(part.startswith(".") for part in f.relative_to(p).parts))  # fmt: skip
+        if not files:
+            log.warning("%s: no images or videos inside", p)
+        jobs += [(f, output / (p.name if len(inputs) > 1 else "") / f.relative_to(p)) for f in files]
+    names = [d for _, d in jobs]
+    dupes = {str(d) for d in names if names.count(d) > 1}
+    if dupes:
+        raise CLIError(f"several inputs would write the same output file(s): {sorted(dupes)}")
+    return jobs
+
+
+def run(args: argparse.Namespace) -> int:
+    from stylestream.cli import CLIError
+    from stylestream.plugins import Engine, PluginSet, discover_plugins, plugin_from_model
+    from stylestream.plugins.backends import FORMATS
+    from stylestream.plugins.media import MediaError, is_image, read_image, same_file, write_image
+    from stylestream.plugins.video import stylize_video
+    from stylestream.registry import UnknownNameError
+
+    params = _params(args)
+    jobs = _jobs(args.inputs, args.output)
+    for src, dst in jobs:
+        if same_file(src, dst):
+            raise CLIError(f"{dst}: output would overwrite its own input")
+        if dst.exists() and not args.overwrite:
+            raise CLIError(f"{dst}: already exists (use --overwrite to replace it)")
+
+    style_path = Path(args.style)
+    try:
+        if style_path.suffix in FORMATS:
+            plugins = PluginSet()
+            plugins.add(plugin_from_model(style_path), str(style_path))
+            style = plugins.names()[0]
+        else:
+            plugins = discover_plugins(args.plugins, include_user_dir=not args.no_user_plugins)
+            style = args.style
+            plugins.get(style)
+        engine = Engine(plugins, backend=args.backend, device=args.device, max_side=args.max_side)
+        engine.plugin(style).resolve_params(params)  # unknown/invalid --param fails before any work
+        engine.load(style)
+    except (UnknownNameError, ValueError, RuntimeError) as exc:
+        raise CLIError(str(exc)) from None
+    print(f"style {style!r} runs on {engine.describe(style)}"
+          + (f", at most {args.max_side} px on the longer side" if args.max_side else ""))  # fmt: skip
+
+    def stylize(frames, p):
+        return engine.process(style, frames, p)
+
+    failed = []
+    try:
+        for src, dst in jobs:
+            try:
+                if is_image(src):
+                    rgb, alpha = read_image(src)
+                    write_image(stylize(rgb[None], params)[0], dst, alpha)
+                    print(f"{src} -> {dst}")
+                else:
+                    r = stylize_video(src, dst, stylize, params, batch=args.batch, progress=not args.no_progress)
+                    audio = "audio copied" if r.audio_copied else "no audio"
+                    print(f"{src} -> {dst}: {r.frames} frames {r.width}x{r.height} @ {r.fps:g} fps, {audio}, "
+                          f"{r.frames / r.seconds:.1f} frames/s")  # fmt: skip
+            except MediaError as exc:
+                failed.append(str(exc))
+                log.error("%s", exc)
+    finally:
+        engine.close()
+    if failed:
+        n = len(jobs) - len(failed)
+        raise CLIError(f"{len(failed)} of {len(jobs)} input(s) failed ({n} written):\n  " + "\n  ".join(failed))
+    return 0

@@ -1,0 +1,77 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from stylestream.plugins import BackendUnavailable, Engine, discover_plugins, pick_backend, plugin_from_model
+from stylestream.registry import UnknownNameError
+
+
+@pytest.mark.parametrize("arch", ["lite", "johnson"])
+def test_pt_and_onnx_give_the_same_output(model_dir, arch, photo):
+    plugins = discover_plugins([model_dir], include_user_dir=False)
+    frames = np.concatenate([photo, photo[:, ::-1]])
+    with Engine(plugins, backend="torch") as et, Engine(plugins, backend="onnxruntime") as eo:
+        a = et.process(arch, frames)
+        b = eo.process(arch, frames)
+        assert et.describe(arch) == "torch (cpu, fp32)"
+        assert eo.describe(arch) == "onnxruntime (CPU)"
+    assert a.shape == frames.shape and a.dtype == np.uint8
+    assert np.abs(a.astype(int) - b).max() <= 2  # float rounding at the uint8 boundary
+    assert np.abs(a.astype(int) - frames).mean() > 5  # the (random) net does change the frame
+
+
+def test_auto_backend_choice_and_errors(model_dir, tmp_path):
+    both = {"pt": model_dir / "lite.pt", "onnx": model_dir / "lite.onnx"}
+    assert pick_backend(both, "cpu") == ("onnxruntime", model_dir / "lite.onnx")
+    assert pick_backend({"pt": both["pt"]}, "cpu") == ("torch", both["pt"])
+    with pytest.raises(ValueError, match=r"backend 'torch' needs a \.pt model file.*lite\.onnx"):
+        pick_backend({"onnx": both["onnx"]}, "cpu", "torch")
+    with pytest.raises(BackendUnavailable, match="tensorrt"):
+        pick_backend({"engine": tmp_path / "x.engine"}, "cpu")
+    with pytest.raises(UnknownNameError, match="unknown backend 'tflite'; choose one of: torch, onnxruntime"):
+        Engine(discover_plugins(), backend="tflite")
+
+
+def test_odd_and_tiny_frames_and_scale_param(model_dir):
+    plugins = discover_plugins([model_dir], include_user_dir=False)
+    with Engine(plugins) as engine:
+        for shape in [(1, 37, 53, 3), (1, 9, 12, 3)]:
+            f = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+            assert engine.process("lite", f).shape == shape
+        f = np.random.default_rng(2).integers(0, 256, (1, 64, 96, 3), dtype=np.uint8)
+        full = engine.process("lite", f)
+        half = engine.process("lite", f, {"scale": 0.5})
+        assert half.shape == f.shape and not np.array_equal(full, half)
+
+
+def test_model_file_style_and_broken_model_errors(model_dir, tmp_path):
+    plugin = plugin_from_model(model_dir / "lite.onnx")
+    assert plugin.name == "lite" and plugin.backend == "onnxruntime"
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"nonsense")
+    with pytest.raises(ValueError, match="bad.onnx: broken model file"):
+        plugin_from_model(bad)
+    # a model that breaks after discovery fails that style's frames with the reason, not the engine
+    folder = tmp_path / "p"
+    folder.mkdir()
+    shutil.copy(model_dir / "lite.onnx", folder / "late.onnx")
+    plugins = discover_plugins([folder], include_user_dir=False)
+    (folder / "late.onnx").write_bytes(b"\x08\x07" + b"x" * 100)
+    f = np.zeros((1, 32, 32, 3), np.uint8)
+    with Engine(plugins) as engine:
+        with pytest.raises(ValueError, match="late.onnx: not a loadable ONNX model"):
+            engine.process("late", f)
+        assert engine.process("sketch", f).shape == f.shape
+
+
+def test_tensor_path_matches_array_path(model_dir, photo):
+    import torch
+
+    plugins = discover_plugins([model_dir], include_user_dir=False)
+    with Engine(plugins, backend="torch") as engine:
+        plugin = engine.plugin("johnson")
+        out = plugin.process_tensor(torch.from_numpy(photo), {"strength": 0.7})
+        ref = engine.process("johnson", photo, {"strength": 0.7})
+    assert out.dtype == torch.uint8 and tuple(out.shape) == photo.shape
+    assert np.abs(out.numpy().astype(int) - ref).max() <= 1
