@@ -1,0 +1,140 @@
+"""The JSON API the page uses: styles, offer/answer, live session control."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from stylestream.registry import UnknownNameError
+from stylestream.stream import appkeys as keys
+from stylestream.stream.middleware import json_error
+from stylestream.stream.sdp import SDPError, check_offer, ice_server_json
+from stylestream.stream.sessions import SessionLimitError, SessionManager
+from stylestream.stream.signaling import answer_publisher
+
+routes = web.RouteTableDef()
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()  # raises 413 past the app's client_max_size
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise web.HTTPBadRequest(text=f"the body is not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text=f"the body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def manager(request: web.Request) -> SessionManager:
+    return request.app[keys.SESSIONS]
+
+
+def session_or_404(request: web.Request):
+    s = manager(request).get(request.match_info["sid"])
+    if s is None:
+        raise web.HTTPNotFound(text=f"no session {request.match_info['sid']!r} (it ended or never existed)")
+    return s
+
+
+def bad_request(exc: Exception) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=str(exc))
+
+
+@routes.get("/api/config")
+async def get_config(request: web.Request) -> web.Response:
+    cfg = request.app[keys.CONFIG]
+    return web.json_response({
+        "iceServers": [ice_server_json(u) for u in cfg.ice_servers], "codec": cfg.codec,
+        "maxBitrateKbps": cfg.max_bitrate_kbps, "maxSide": cfg.max_side, "defaultStyle": cfg.default_style,
+    })  # fmt: skip
+
+
+@routes.get("/api/styles")
+async def list_styles(request: web.Request) -> web.Response:
+    out = []
+    engine = request.app[keys.ENGINE]
+    for info in request.app[keys.PLUGINS].infos():
+        try:
+            backend = engine.backend_name(info.name)
+        except Exception:  # noqa: BLE001 - a backend that cannot load shows up when used, with its error
+            backend = info.backend
+        out.append({
+            "name": info.name, "title": info.title, "kind": info.kind, "description": info.description,
+            "backend": backend, "params": [p.to_json() for p in info.params],
+            "thumbnail": f"/api/styles/{info.name}/thumbnail" if info.thumbnail else None,
+        })  # fmt: skip
+    return web.json_response({"styles": out, "default": request.app[keys.CONFIG].default_style})
+
+
+@routes.get("/api/styles/{name}/thumbnail")
+async def thumbnail(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    try:
+        info = request.app[keys.PLUGINS].get(name).info()
+    except UnknownNameError as exc:
+        raise web.HTTPNotFound(text=str(exc)) from None
+    if not info.thumbnail or not info.thumbnail.is_file():
+        raise web.HTTPNotFound(text=f"style {name!r} has no thumbnail")
+    return web.FileResponse(info.thumbnail)
+
+
+@routes.post("/api/offer")
+async def offer(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    missing = [k for k in ("sdp", "type") if k not in body]
+    if missing:
+        raise web.HTTPBadRequest(text=f"missing field(s) {missing}; send {{\"sdp\", \"type\": \"offer\", \"style\"}}")
+    if body["type"] != "offer":
+        raise web.HTTPBadRequest(text=f"'type' must be 'offer', got {body['type']!r}")
+    mgr = manager(request)
+    try:
+        style, params = mgr.check_style(body.get("style", request.app[keys.CONFIG].default_style), body.get("params"))
+        check_offer(body["sdp"])  # reject garbage before a peer connection exists
+        session = mgr.create("browser", style, params)
+    except SessionLimitError as exc:
+        return json_error(503, str(exc), {"Retry-After": "10"})
+    except (ValueError, UnknownNameError) as exc:
+        raise bad_request(exc) from None
+    try:
+        answer = await answer_publisher(session, body["sdp"], send_back=True)
+    except SDPError as exc:
+        await mgr.close(session.id)
+        raise bad_request(exc) from None
+    except BaseException:
+        await mgr.close(session.id)
+        raise
+    return web.json_response({"sdp": answer, "type": "answer", "session": session.id})
+
+
+@routes.get("/api/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    return web.json_response({"sessions": [s.to_json() for s in manager(request).sessions.values()]})
+
+
+@routes.get("/api/sessions/{sid}")
+async def get_session(request: web.Request) -> web.Response:
+    return web.json_response(session_or_404(request).to_json())
+
+
+@routes.patch("/api/sessions/{sid}")
+async def patch_session(request: web.Request) -> web.Response:
+    s = session_or_404(request)
+    body = await read_json(request)
+    unknown = set(body) - {"style", "params"}
+    if unknown:
+        raise web.HTTPBadRequest(text=f"unknown field(s) {sorted(unknown)}; send 'style' and/or 'params'")
+    try:
+        s.update(body.get("style"), body.get("params"))
+    except (ValueError, UnknownNameError) as exc:
+        raise bad_request(exc) from None
+    return web.json_response(s.to_json())
+
+
+@routes.delete("/api/sessions/{sid}")
+async def delete_session(request: web.Request) -> web.Response:
+    s = session_or_404(request)
+    await manager(request).close(s.id)
+    return web.json_response({"closed": s.id})

@@ -1,0 +1,38 @@
+"""Prometheus series for the server (`GET /metrics`), one registry per app so several apps (tests)
+can live in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401 (re-exported)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Seconds; real-time video lives between a few ms and a second, anything past that is a problem.
+_BUCKETS = (0.005, 0.01, 0.02, 0.033, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.sessions = Gauge("stylestream_sessions", "open sessions", ["kind"], registry=r)
+        self.viewers = Gauge("stylestream_viewers", "open WHEP viewers", registry=r)
+        self.sessions_total = Counter("stylestream_sessions_created", "sessions created", ["kind"], registry=r)
+        self.frames_in = Counter("stylestream_frames_in", "frames received from peers", ["style"], registry=r)
+        self.frames_out = Counter("stylestream_frames_out", "stylized frames sent", ["style"], registry=r)
+        self.frames_dropped = Counter(
+            "stylestream_frames_dropped", "stale frames skipped (latest frame wins)", ["style"], registry=r
+        )
+        self.plugin_errors = Counter(
+            "stylestream_plugin_errors", "frames passed through because the style raised", ["style"], registry=r
+        )
+        self.inference = Histogram(
+            "stylestream_inference_seconds", "time in the style engine per frame", ["style"],
+            buckets=_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "stylestream_latency_seconds", "server end-to-end: frame received -> stylized frame sent",
+            ["style"], buckets=_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

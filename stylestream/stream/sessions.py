@@ -1,0 +1,290 @@
+"""A session is one stream being stylized: a peer connection that brings frames in (the page's
+camera, or OBS over WHIP), its frame pipeline, its style/parameters, and the peers that watch the
+output (the page itself, WHEP viewers). The manager enforces --max-sessions and closes everything
+on ICE failure, disconnect, timeout and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError
+
+from stylestream.stream.config import ServerConfig
+from stylestream.stream.frames import FramePipeline, OutputTrack, Published
+from stylestream.stream.metrics import Metrics
+from stylestream.stream.sdp import ice_server
+
+log = logging.getLogger(__name__)
+
+MAX_ERRORS_KEPT = 10
+
+
+class StyleEngine(Protocol):
+    """What the server needs from stylestream.plugins.Engine."""
+
+    async def submit(self, style: str, frame: np.ndarray, params: dict | None = None) -> np.ndarray: ...
+
+    def backend_name(self, style: str) -> str: ...
+
+
+class StyleCatalog(Protocol):
+    """What the server needs from stylestream.plugins.PluginSet."""
+
+    def names(self) -> list[str]: ...
+
+    def get(self, name: str) -> Any: ...
+
+    def infos(self) -> list[Any]: ...
+
+
+class SessionLimitError(RuntimeError):
+    """--max-sessions reached (HTTP 503)."""
+
+
+def new_peer_connection(config: ServerConfig) -> RTCPeerConnection:
+    servers = [ice_server(u) for u in config.ice_servers]
+    return RTCPeerConnection(RTCConfiguration(iceServers=servers) if servers else None)
+
+
+async def drain(track: MediaStreamTrack) -> None:
+    """Read and discard a track nobody uses (e.g. OBS's audio): aiortc would queue it forever."""
+    try:
+        while True:
+            await track.recv()
+    except MediaStreamError:
+        pass
+
+
+class Session:
+    def __init__(self, manager: SessionManager, kind: str, style: str, params: dict[str, float]) -> None:
+        self.id = secrets.token_urlsafe(16)  # also the WHIP resource: hard to guess on purpose
+        self.manager = manager
+        self.kind = kind  # "browser" | "whip"
+        self.style = style
+        self.params = params
+        self.created = time.time()
+        self.pc = new_peer_connection(manager.config)
+        self.pipeline: FramePipeline | None = None
+        self.viewers: dict[str, RTCPeerConnection] = {}
+        self.errors: list[str] = []  # distinct plugin error messages, each reported once
+        self.channel: Any = None  # the page's data channel, if it opened one
+        self.closed = False
+        self._tasks: set[asyncio.Task] = set()
+        self._watch(self.pc, self._on_main_state)
+
+    def update(self, style: Any = None, params: Any = None) -> None:
+        """Switch style and/or parameters live (no renegotiation). A new style starts from its
+        defaults plus `params`; the same style merges `params` into the current ones."""
+        if style is None and params is None:
+            raise ValueError("give 'style' and/or 'params'")
+        if params is not None and not isinstance(params, dict):
+            raise ValueError("'params' must be an object of parameter name -> number")
+        if style is not None and style != self.style:
+            new = self.manager.check_style(style, params or {})
+        else:
+            new = self.manager.check_style(self.style, {**self.params, **(params or {})})
+        self.style, self.params = new
+        log.info("session %s: style %s %s", self.id[:8], self.style, self.params)
+
+    # ---------------------------------------------------------------- media
+
+    def attach_source(self, track: MediaStreamTrack) -> None:
+        """Start stylizing the peer's video track (first one wins; others are drained)."""
+        if track.kind != "video" or self.pipeline is not None:
+            self._spawn(drain(track))
+            return
+        m = self.manager.metrics
+        self.pipeline = FramePipeline(
+            track,
+            self._process,
+            max_side=self.manager.config.max_side,
+            on_error=self._on_plugin_error,
+            on_frame_in=lambda: m.frames_in.labels(self.style).inc(),
+            on_dropped=lambda: m.frames_dropped.labels(self.style).inc(),
+            on_inference=lambda dt: m.inference.labels(self.style).observe(dt),
+            style_of=lambda: self.style,
+        )
+        self.pipeline.start()
+        self._spawn(self._end_when_source_ends(self.pipeline))
+
+    def output_track(self) -> OutputTrack:
+        if self.pipeline is None:
+            raise RuntimeError("no video source attached yet")
+        return OutputTrack(self.pipeline.output, self._on_sent)
+
+    async def _process(self, rgb: np.ndarray) -> np.ndarray:
+        style, params = self.style, self.params  # one consistent pair per frame
+        return await self.manager.engine.submit(style, rgb, params or None)
+
+    def _on_sent(self, pub: Published) -> None:
+        if pub.sent or self.pipeline is None:
+            return
+        pub.sent = True
+        now = time.monotonic()
+        st = self.pipeline.stats
+        st.frames_out += 1
+        st.fps_out.tick(now)
+        st.latency_s.append(now - pub.received_at)
+        self.manager.metrics.frames_out.labels(pub.style).inc()
+        self.manager.metrics.latency.labels(pub.style).observe(now - pub.received_at)
+
+    def _on_plugin_error(self, exc: BaseException) -> None:
+        self.manager.metrics.plugin_errors.labels(self.style).inc()
+        msg = f"style {self.style!r} failed: {exc.__class__.__name__}: {exc}"
+        if msg in self.errors:
+            return
+        log.warning("session %s: %s (frames pass through unchanged)", self.id[:8], msg, exc_info=exc)
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(msg)
+        self.send_event({"type": "error", "message": msg})
+
+    def send_event(self, event: Mapping[str, Any]) -> None:
+        ch = self.channel
+        if ch is not None and ch.readyState == "open":
+            try:
+                ch.send(json.dumps(event))
+            except Exception:  # a closing channel must not disturb the frame path
+                log.debug("could not send event", exc_info=True)
+
+    # ---------------------------------------------------------------- viewers (WHEP)
+
+    def add_viewer(self) -> tuple[str, RTCPeerConnection]:
+        if len(self.viewers) >= self.manager.config.max_viewers:
+            raise SessionLimitError(f"session already has {len(self.viewers)} viewers (the limit)")
+        vid = secrets.token_urlsafe(12)
+        pc = new_peer_connection(self.manager.config)
+        self.viewers[vid] = pc
+        self.manager.metrics.viewers.inc()
+
+        async def on_state(state: str) -> None:
+            if state in ("failed", "closed"):
+                await self.remove_viewer(vid)
+
+        self._watch(pc, on_state)
+        return vid, pc
+
+    async def remove_viewer(self, vid: str) -> bool:
+        pc = self.viewers.pop(vid, None)
+        if pc is None:
+            return False
+        self.manager.metrics.viewers.dec()
+        await pc.close()
+        return True
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def _watch(self, pc: RTCPeerConnection, handler) -> None:
+        @pc.on("connectionstatechange")
+        async def _changed() -> None:
+            await handler(pc.connectionState)
+
+    async def _on_main_state(self, state: str) -> None:
+        log.info("session %s: connection %s", self.id[:8], state)
+        if state in ("failed", "closed"):
+            await self.manager.close(self.id)
+        elif state == "disconnected":
+            self._spawn(self._close_unless_recovered())
+
+    async def _close_unless_recovered(self) -> None:
+        await asyncio.sleep(self.manager.config.disconnect_grace_s)
+        if self.pc.connectionState != "connected":
+            await self.manager.close(self.id)
+
+    async def _close_unless_connected(self) -> None:
+        await asyncio.sleep(self.manager.config.connect_timeout_s)
+        if self.pc.connectionState != "connected":
+            log.info("session %s: peer never connected; closing", self.id[:8])
+            await self.manager.close(self.id)
+
+    async def _end_when_source_ends(self, pipeline: FramePipeline) -> None:
+        await pipeline.finished.wait()
+        await self.manager.close(self.id)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        current = asyncio.current_task()
+        for t in list(self._tasks):
+            if t is not current:
+                t.cancel()
+        if self.pipeline is not None:
+            await self.pipeline.stop()
+        for vid in list(self.viewers):
+            await self.remove_viewer(vid)
+        await self.pc.close()
+
+    # ---------------------------------------------------------------- view
+
+    def to_json(self) -> dict[str, Any]:
+        stats = self.pipeline.stats.to_json() if self.pipeline else {}
+        try:
+            backend = self.manager.engine.backend_name(self.style)
+        except Exception:  # noqa: BLE001 - a listing must not fail on one bad style
+            backend = None
+        return {
+            "id": self.id, "kind": self.kind, "style": self.style, "params": self.params,
+            "state": self.pc.connectionState, "created": self.created, "backend": backend,
+            "viewers": len(self.viewers), "errors": list(self.errors), **stats,
+        }  # fmt: skip
+
+
+class SessionManager:
+    def __init__(self, config: ServerConfig, engine: StyleEngine, catalog: StyleCatalog, metrics: Metrics) -> None:
+        self.config = config
+        self.engine = engine
+        self.catalog = catalog
+        self.metrics = metrics
+        self.sessions: dict[str, Session] = {}
+
+    def check_style(self, style: Any, params: Any = None) -> tuple[str, dict[str, float]]:
+        """Validate a style name and its parameters; raises ValueError/UnknownNameError (-> 400)."""
+        if not isinstance(style, str) or not style:
+            raise ValueError("'style' must be a style name (see GET /api/styles)")
+        plugin = self.catalog.get(style)  # UnknownNameError lists the styles
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ValueError("'params' must be an object of parameter name -> number")  # noqa: TRY004 (-> 400)
+        plugin.resolve_params(params)  # raises ValueError on unknown names / non-numbers
+        declared = {p.name: p for p in plugin.params}
+        return style, {k: declared[k].clamp(v) for k, v in params.items()}
+
+    def create(self, kind: str, style: str, params: dict[str, float]) -> Session:
+        if len(self.sessions) >= self.config.max_sessions:
+            raise SessionLimitError(f"the server is full ({self.config.max_sessions} sessions); try again later")
+        s = Session(self, kind, style, params)
+        self.sessions[s.id] = s
+        self.metrics.sessions.labels(kind).inc()
+        self.metrics.sessions_total.labels(kind).inc()
+        s._spawn(s._close_unless_connected())
+        log.info("session %s (%s) created with style %s", s.id[:8], kind, style)
+        return s
+
+    def get(self, sid: str) -> Session | None:
+        return self.sessions.get(sid)
+
+    async def close(self, sid: str) -> bool:
+        s = self.sessions.pop(sid, None)
+        if s is None:
+            return False
+        self.metrics.sessions.labels(s.kind).dec()
+        await s.close()
+        log.info("session %s closed", sid[:8])
+        return True
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(self.close(sid) for sid in list(self.sessions)), return_exceptions=True)

@@ -1,0 +1,145 @@
+"""WHIP ingest (RFC 9725: OBS Studio 30+ publishes here) and WHEP egress (a viewer, e.g. OBS's
+Browser Source via /view/{session}, plays a session's stylized output). Bodies are raw SDP."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+from aiortc.sdp import candidate_from_sdp
+
+from stylestream.registry import UnknownNameError
+from stylestream.stream import appkeys as keys
+from stylestream.stream.api import manager, session_or_404
+from stylestream.stream.middleware import json_error
+from stylestream.stream.sdp import SDPError, ice_server_json
+from stylestream.stream.sessions import SessionLimitError
+from stylestream.stream.signaling import answer_publisher, answer_viewer
+
+routes = web.RouteTableDef()
+
+SDP = "application/sdp"
+SDPFRAG = "application/trickle-ice-sdpfrag"
+
+
+async def read_sdp(request: web.Request) -> str:
+    if request.content_type != SDP:
+        raise web.HTTPUnsupportedMediaType(
+            text=f"send the offer as Content-Type: {SDP} (got {request.content_type or 'none'})"
+        )
+    raw = await request.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise web.HTTPBadRequest(text="the SDP offer is not UTF-8 text") from None
+
+
+def ice_links(request: web.Request) -> dict[str, str]:
+    links = []
+    for url in request.app[keys.CONFIG].ice_servers:
+        s = ice_server_json(url)
+        link = f'<{s["urls"]}>; rel="ice-server"'
+        if "username" in s:
+            link += f'; username="{s["username"]}"; credential="{s["credential"]}"; credential-type="password"'
+        links.append(link)
+    return {"Link": ", ".join(links)} if links else {}
+
+
+def created(location: str, etag: str, answer: str, request: web.Request) -> web.Response:
+    return web.Response(
+        status=201, body=answer.encode(), content_type=SDP,
+        headers={"Location": location, "ETag": f'"{etag}"', "Accept-Patch": SDPFRAG, **ice_links(request)},
+    )  # fmt: skip
+
+
+@routes.options("/whip")
+async def whip_options(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers={"Accept-Post": SDP, **ice_links(request)})
+
+
+@routes.post("/whip")
+async def whip_publish(request: web.Request) -> web.Response:
+    sdp = await read_sdp(request)
+    mgr = manager(request)
+    try:
+        style, params = mgr.check_style(request.query.get("style", request.app[keys.CONFIG].default_style))
+        session = mgr.create("whip", style, params)
+    except SessionLimitError as exc:
+        return json_error(503, str(exc), {"Retry-After": "10"})
+    except (ValueError, UnknownNameError) as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    try:
+        answer = await answer_publisher(session, sdp, send_back=False)
+    except SDPError as exc:
+        await mgr.close(session.id)
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    except BaseException:
+        await mgr.close(session.id)
+        raise
+    return created(f"/whip/{session.id}", session.id, answer, request)
+
+
+@routes.options("/whip/{sid}")
+async def whip_resource_options(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers={"Accept-Patch": SDPFRAG})
+
+
+@routes.delete("/whip/{sid}")
+async def whip_delete(request: web.Request) -> web.Response:
+    s = session_or_404(request)
+    await manager(request).close(s.id)
+    return web.Response(status=200)
+
+
+@routes.patch("/whip/{sid}")
+async def whip_trickle(request: web.Request) -> web.Response:
+    """Trickle ICE: add the client's late candidates. ICE restarts are not supported (start anew)."""
+    s = session_or_404(request)
+    if request.content_type != SDPFRAG:
+        raise web.HTTPUnsupportedMediaType(text=f"PATCH takes Content-Type: {SDPFRAG}")
+    match = request.headers.get("If-Match")
+    if match not in (None, "*", f'"{s.id}"'):
+        raise web.HTTPPreconditionFailed(text="If-Match does not match this session's ETag")
+    frag = (await request.read()).decode("utf-8", errors="replace")
+    remote = s.pc.remoteDescription.sdp if s.pc.remoteDescription else ""
+    if set(re.findall(r"a=ice-ufrag:(\S+)", frag)) - set(re.findall(r"a=ice-ufrag:(\S+)", remote)):
+        return json_error(422, "ICE restart is not supported; DELETE this session and publish again")
+    mid = None
+    for line in frag.splitlines():
+        if line.startswith("a=mid:"):
+            mid = line[6:].strip()
+        elif line.startswith("a=candidate:"):
+            try:
+                cand = candidate_from_sdp(line[2:])
+            except Exception:  # noqa: BLE001 - aiortc's parser raises assorted errors
+                raise web.HTTPBadRequest(text=f"malformed candidate line: {line[:80]!r}") from None
+            cand.sdpMid = mid
+            cand.sdpMLineIndex = None if mid is not None else 0
+            await s.pc.addIceCandidate(cand)
+    return web.Response(status=204)
+
+
+@routes.options("/whep/{sid}")
+async def whep_options(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers={"Accept-Post": SDP})
+
+
+@routes.post("/whep/{sid}")
+async def whep_play(request: web.Request) -> web.Response:
+    s = session_or_404(request)
+    sdp = await read_sdp(request)
+    try:
+        vid, answer = await answer_viewer(s, sdp)
+    except SessionLimitError as exc:
+        return json_error(503, str(exc), {"Retry-After": "10"})
+    except SDPError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    return created(f"/whep/{s.id}/{vid}", vid, answer, request)
+
+
+@routes.delete("/whep/{sid}/{vid}")
+async def whep_stop(request: web.Request) -> web.Response:
+    s = session_or_404(request)
+    if not await s.remove_viewer(request.match_info["vid"]):
+        raise web.HTTPNotFound(text="no such viewer in this session")
+    return web.Response(status=200)
