@@ -1,0 +1,167 @@
+"""`stylestream cam`: stylize a local camera (or a file/stream) into a virtual camera, a preview
+window or a video file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from stylestream.cli import CLIError
+
+HELP = "stylize a camera into a virtual camera (OBS, Zoom, Meet), a preview window or a file"
+DESCRIPTION = (
+    "Read a webcam (OpenCV) or any file/stream PyAV can read, stylize it live with latest-frame-wins "
+    "(a slow style drops frames instead of adding delay), and write it to a virtual camera "
+    "(pyvirtualcam: v4l2loopback on Linux, OBS Virtual Camera on Windows/macOS), a preview window "
+    "and/or a video file."
+)
+EPILOG = """\
+preview keys: n / p next / previous style, 1-9 pick a style, q or Esc quit
+
+examples:
+  stylestream cam --style cartoon --virtual-camera --preview
+  stylestream cam --style mosaic --plugins ./plugins --input /dev/video2 --size 1280x720 --virtual-camera
+  stylestream cam --style edges --input clip.mp4 --every-frame --output edges.mp4
+
+See docs/obs.md for OBS (virtual camera, WHIP, Browser Source)."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--style", required=True, metavar="NAME", help="style to start with (see `stylestream plugins`)")
+    p.add_argument("--input", default="0", metavar="SRC",
+                   help="camera index (0), device (/dev/video2), video file or stream URL (default: 0)")
+    out = p.add_argument_group("outputs (at least one)")
+    out.add_argument("--virtual-camera", action="store_true", help="send to a virtual camera (pyvirtualcam)")
+    out.add_argument("--vcam-device", metavar="DEV",
+                     help="virtual camera device, e.g. /dev/video10 (default: the first free one)")
+    out.add_argument("--vcam-backend", metavar="NAME",
+                     help="pyvirtualcam backend: v4l2loopback, obs or unitycapture (default: any that works)")
+    out.add_argument("--preview", action="store_true", help="show a window with an fps/latency overlay")
+    out.add_argument("--output", metavar="FILE", help="also write the stylized video to FILE (.mp4/.mkv)")
+    p.add_argument("--size", metavar="WxH",
+                   help="frame size, e.g. 1280x720 (asked of the camera; other inputs are resized)")
+    p.add_argument("--fps", type=float, metavar="N", help="frame rate asked of the camera")
+    p.add_argument("--plugins", action="append", default=[], metavar="DIR",
+                   help="plugin folder with model files (repeatable; the user plugin folder is always read)")
+    from stylestream.plugins.backends import BACKENDS  # light: the table only
+
+    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS.names()],
+                   help="inference backend for neural styles (default: auto, the fastest available)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--max-side", type=int, metavar="N", help="stylize at most N pixels on the long side")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="style parameter, e.g. strength=0.7 (repeatable)")
+    p.add_argument("--every-frame", action="store_true",
+                   help="stylize every frame of a file as fast as possible instead of playing it in real time")
+    p.add_argument("--loop", action="store_true", help="play a file input over and over")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N stylized frames")
+
+
+def _params(items: list[str]) -> dict[str, float]:
+    params = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise CLIError(f"--param must look like NAME=VALUE, got {item!r}")
+        try:
+            params[name] = float(value)
+        except ValueError:
+            raise CLIError(f"--param {name}: {value!r} is not a number") from None
+    return params
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from stylestream.plugins import Engine, discover_plugins
+    from stylestream.registry import UnknownNameError
+    from stylestream.stream.cam import (
+        CamError,
+        CamPipeline,
+        FrameMeta,
+        PreviewSink,
+        Sink,
+        VideoFileSink,
+        VirtualCameraSink,
+        display_problem,
+        open_source,
+        parse_size,
+    )
+
+    if not (args.virtual_camera or args.preview or args.output):
+        raise CLIError("nothing to send the video to: add --virtual-camera, --preview and/or --output FILE")
+    if args.preview and (problem := display_problem()):
+        raise CLIError(problem)  # before opening the camera and loading models
+    try:
+        size = parse_size(args.size) if args.size else None
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    if args.max_side is not None and args.max_side < 16:
+        raise CLIError(f"--max-side must be at least 16 pixels, got {args.max_side}")
+    params = _params(args.param)
+
+    for d in args.plugins:
+        if not Path(d).is_dir():
+            raise CLIError(f"--plugins {d}: no such folder")
+    plugins = discover_plugins([Path(d) for d in args.plugins])
+    for err in plugins.errors:
+        print(f"warning: skipped plugin: {err}", file=sys.stderr)
+    try:
+        plugin = plugins.get(args.style)
+        plugin.resolve_params(params)
+    except UnknownNameError as exc:
+        raise CLIError(str(exc)) from None
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+    class Progress(Sink):
+        """A live status line: frames, style, fps, latency."""
+
+        def start(self, width: int, height: int, fps: float) -> None:
+            self.bar = tqdm(desc="cam", unit="frame", dynamic_ncols=True)
+
+        def send(self, frame, meta: FrameMeta) -> str | None:
+            self.bar.set_postfix_str(f"{meta.style} {meta.fps:.1f} fps {meta.latency * 1000:.0f} ms", refresh=False)
+            self.bar.update()
+            return None
+
+        def close(self) -> None:
+            self.bar.close()
+
+    sinks: list[Sink] = []
+    if args.virtual_camera:
+        sinks.append(VirtualCameraSink(args.vcam_device, args.vcam_backend))
+    if args.preview:
+        sinks.append(PreviewSink())
+    if args.output:
+        sinks.append(VideoFileSink(args.output))
+    sinks.append(Progress())
+
+    try:
+        engine = Engine(plugins, backend=args.backend, device=args.device, max_side=args.max_side)
+    except ValueError as exc:  # unknown backend or device (the message lists the choices)
+        raise CLIError(str(exc)) from None
+    try:
+        try:
+            backend = engine.describe(args.style)  # loads a neural style's model now, before the camera
+        except (ValueError, RuntimeError, OSError) as exc:  # e.g. a backend this machine lacks
+            raise CLIError(f"style {args.style!r} cannot run here: {exc}") from None
+        source = open_source(args.input, size, args.fps, realtime=not args.every_frame, loop=args.loop)
+        print(f"input: {source.description} {source.width}x{source.height} @ {source.fps:g} fps; "
+              f"style {args.style} on {backend}")  # fmt: skip
+        pipeline = CamPipeline(source, engine, args.style, sinks, styles=plugins.names(), params=params or None,
+                               every_frame=args.every_frame, max_frames=args.max_frames)  # fmt: skip
+        stats = pipeline.run()
+    except CamError as exc:
+        raise CLIError(str(exc)) from None
+    except KeyboardInterrupt:
+        print("interrupted")
+        return 130
+    finally:
+        engine.close()
+    print(stats.summary())
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0
