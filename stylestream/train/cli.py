@@ -1,0 +1,122 @@
+"""`stylestream train`: train a feed-forward style network on a folder of images."""
+
+from __future__ import annotations
+
+import argparse
+
+from stylestream.models import ARCHITECTURES
+from stylestream.models.layers import NORMS
+from stylestream.train.optimizers import OPTIMIZERS
+from stylestream.train.schedules import SCHEDULES
+
+HELP = "train a style network (Johnson et al.) with a VGG-16 perceptual loss"
+DESCRIPTION = (
+    "Train a feed-forward style network on every image under --data (COCO train2017 works as is)\n"
+    "for the style of --style. Writes RUN_DIR/model.pt, metrics.csv, card.json, checkpoint.pt,\n"
+    "losses.png and samples.jpg. Exit codes: 0 ok, 2 bad options/inputs, 3 the loss diverged (NaN/Inf)."
+)
+EPILOG = (
+    "architectures:\n" + ARCHITECTURES.help_text()
+    + "\n\noptimizers (lr default 1e-3 for all; torch's defaults otherwise):\n" + OPTIMIZERS.help_text()
+    + "\n\nschedules (stepped every optimizer step):\n" + SCHEDULES.help_text()
+    + "\n\nexample:\n  stylestream train --style starry_night.jpg --data coco/train2017 --out runs/starry"
+)  # fmt: skip
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--style", required=True, metavar="IMAGE", help="style image")
+    p.add_argument(
+        "--data", required=True, metavar="DIR", help="folder of training images (searched recursively)"
+    )
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write")
+    p.add_argument(
+        "--arch", default="johnson", choices=ARCHITECTURES.names(), help="network (default: johnson)"
+    )
+    p.add_argument(
+        "--norm", default="instance", choices=NORMS, help="normalization layers (default: instance)"
+    )
+    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS.names(), metavar="NAME",
+                   help="optimizer (default: adam; list below)")  # fmt: skip
+    p.add_argument("--lr", type=_float, default=1e-3, help="learning rate (default: 1e-3)")
+    p.add_argument(
+        "--schedule", default="constant", choices=SCHEDULES.names(), help="lr schedule (default: constant)"
+    )
+    p.add_argument("--batch-size", type=_int, default=4, help="images per step (default: 4)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=_int, default=2, help="passes over the data (default: 2)")
+    length.add_argument("--steps", type=_int, default=None, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--image-size", type=_int, default=256, help="training crop side in pixels (default: 256)")
+    p.add_argument("--style-size", type=_int, default=None,
+                   help="longer side of the style image (default: --image-size; 0: original size)")  # fmt: skip
+    p.add_argument("--content-weight", type=_float, default=1e5, help="lambda_c (default: 1e5)")
+    p.add_argument("--style-weight", type=_float, default=1e10, help="lambda_s (default: 1e10)")
+    p.add_argument("--tv-weight", type=_float, default=0.0, help="total-variation weight (default: 0)")
+    p.add_argument("--style-reduction", default="mean", choices=("mean", "sum"),
+                   help="mean (reference code, matches the default weights) or sum (eq. 2.4 as written) "
+                        "of the squared Gram differences")  # fmt: skip
+    p.add_argument("--vgg-weights", default="imagenet", metavar="imagenet|random|PATH",
+                   help="VGG-16 for the loss: imagenet (torchvision download or $STYLESTREAM_VGG_WEIGHTS), "
+                        "random (seeded; offline smoke tests only) or a state_dict file")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (bf16, or fp16 + GradScaler on older GPUs); "
+                        "default: on for CUDA and for CPUs with AMX")  # fmt: skip
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="channels-last memory format (default: on; faster on CPU and tensor cores)")  # fmt: skip
+    p.add_argument("--seed", type=_int, default=42, help="seed for init and data order (default: 42)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.add_argument(
+        "--checkpoint-every", type=_int, default=500, help="steps between checkpoints (default: 500)"
+    )
+    p.add_argument(
+        "--log-every", type=_int, default=50, help="steps between progress/TensorBoard logs (default: 50)"
+    )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="write TensorBoard scalars and samples to RUN_DIR/tensorboard",
+    )
+    p.add_argument(
+        "--workers", type=_int, default=None, help="data-loading processes (default: 0 on CPU, 4 on GPU)"
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from stylestream.cli import CLIError
+    from stylestream.train.data import DataError
+    from stylestream.train.images import ImageLoadError
+    from stylestream.train.loop import EXIT_DIVERGED, ConfigError, TrainConfig, train
+    from stylestream.train.vgg import VGGWeightsError
+
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    try:
+        result = train(cfg)
+    except (ConfigError, DataError, ImageLoadError, VGGWeightsError) as exc:
+        raise CLIError(str(exc)) from None
+    card = result.card
+    print(f"VGG-16 weights: {card['vgg_weights']}")
+    print(f"device: {card['device']}  amp: {card['amp']}")
+    losses = "  ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
+    print(f"{result.status}: {result.step} steps in {result.wall_time_s:.1f} s "
+          f"({result.images_per_s:.2f} images/s)  {losses}")  # fmt: skip
+    if result.status == "diverged":
+        print(f"the loss became NaN/Inf: see {result.run_dir}/card.json; try a lower --lr")
+        return EXIT_DIVERGED
+    print(f"model: {result.run_dir}/model.pt  (pictures: losses.png, samples.jpg)")
+    return 0
