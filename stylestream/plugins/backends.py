@@ -305,6 +305,45 @@ class TensorRTBackend(Backend):
 _register(TensorRTBackend, "a serialized TensorRT engine (NAME.engine) on a CUDA GPU")
 
 
+# ------------------------------------------------------------------------------- .pt -> ONNX on CPU
+
+
+def cached_onnx(pt_path: Path) -> Path | None:
+    """An ONNX copy of a `.pt` style, converted once and cached (keyed on the file's content), so that
+    `--backend auto` on CPU can use ONNX Runtime (1.1-2.7x faster than torch eager in bench/engine.py)
+    for styles shipped only as `.pt`. The copy is checked against PyTorch on one frame before use;
+    None (and a warning) when conversion or the check fails, and the caller stays on torch."""
+    import torch
+
+    from stylestream.export.onnx_export import export_onnx
+    from stylestream.export.options import ExportOptions
+    from stylestream.models import load_model
+    from stylestream.models.io import atomic_write
+
+    digest = hashlib.sha256(Path(pt_path).read_bytes()).hexdigest()[:20]
+    out = cache_dir() / "onnx" / f"{Path(pt_path).stem}-{digest}.onnx"
+    if out.is_file():
+        return out
+    try:
+        model = load_model(pt_path)
+        atomic_write(out, lambda tmp: export_onnx(model, Path(tmp), ExportOptions()))
+        import onnxruntime as ort
+
+        x = torch.rand(1, 3, 61, 83, generator=torch.Generator().manual_seed(0)) * 255
+        with torch.no_grad():
+            ref = model(x).numpy()
+        sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        err = float(np.abs(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0] - ref).max())
+        if err > 1.0:
+            raise ValueError(f"ONNX differs from PyTorch by {err:.3g} (of 255)")
+    except Exception as exc:  # noqa: BLE001 -- any failure means: stay on torch
+        out.unlink(missing_ok=True)
+        log.warning("%s: could not convert to ONNX for the faster CPU path (%s); using torch", pt_path, exc)
+        return None
+    log.info("%s: converted to ONNX for ONNX Runtime on CPU (cached at %s)", pt_path, out)
+    return out
+
+
 # ------------------------------------------------------------------------------------------ choice
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stylestream.plugins.backends import BACKENDS, Backend, pick_backend, resolve_device
+from stylestream.plugins.backends import BACKENDS, Backend, cached_onnx, pick_backend, resolve_device
 from stylestream.plugins.base import Param, StylePlugin
 
 SCALE = Param("scale", "Processing scale", 1.0, 0.25, 1.0, 0.05,
@@ -51,7 +51,10 @@ class NeuralPlugin(StylePlugin):
         if self._runner is not None:
             return self._runner.name
         try:
-            return pick_backend(self.models, self.device, self.requested_backend)[0]
+            name = pick_backend(self.models, self.device, self.requested_backend)[0]
+            if name == "torch" and self.requested_backend == "auto" and self.device == "cpu" and set(self.models) == {"pt"}:
+                return "onnxruntime"  # runner() converts the .pt once (cached_onnx)
+            return name
         except Exception:  # noqa: BLE001 -- a listing must not fail; runner() raises the reason
             return "unavailable"
 
@@ -73,7 +76,11 @@ class NeuralPlugin(StylePlugin):
                     raise self._error
                 try:
                     device = self.device
-                    name, path = pick_backend(self.models, device, self.requested_backend)
+                    models = self.models
+                    if self.requested_backend == "auto" and device == "cpu" and set(models) == {"pt"}:
+                        onnx = cached_onnx(models["pt"])
+                        models = {**models, "onnx": onnx} if onnx else models
+                    name, path = pick_backend(models, device, self.requested_backend)
                     self._runner = BACKENDS[name](path, device)
                 except Exception as exc:
                     self._error = exc

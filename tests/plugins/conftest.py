@@ -46,6 +46,14 @@ def isolated_user_dir(tmp_path, monkeypatch) -> Path:
     return d
 
 
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+    """The .pt -> ONNX conversion cache goes to a temp folder, never ~/.cache."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(d))
+    return d
+
+
 @pytest.fixture
 def frames() -> np.ndarray:
     rng = np.random.default_rng(0)

@@ -75,3 +75,22 @@ def test_tensor_path_matches_array_path(model_dir, photo):
         ref = engine.process("johnson", photo, {"strength": 0.7})
     assert out.dtype == torch.uint8 and tuple(out.shape) == photo.shape
     assert np.abs(out.numpy().astype(int) - ref).max() <= 1
+
+
+def test_pt_only_style_runs_on_onnxruntime_via_cached_conversion(model_dir, tmp_path, photo, isolated_cache):
+    folder = tmp_path / "styles"
+    folder.mkdir()
+    shutil.copy(model_dir / "lite.pt", folder / "lite.pt")
+    plugins = discover_plugins([folder], include_user_dir=False)
+    with Engine(plugins) as auto, Engine(plugins, backend="torch") as torch_engine:
+        a = auto.process("lite", photo)
+        assert auto.describe("lite") == "onnxruntime (CPU)"
+        b = torch_engine.process("lite", photo)
+    assert np.abs(a.astype(int) - b).max() <= 2
+    cached = list((isolated_cache / "stylestream" / "onnx").glob("lite-*.onnx"))
+    assert len(cached) == 1  # converted once, keyed on the file's content
+    # a second engine reuses the cached file instead of converting again
+    mtime = cached[0].stat().st_mtime_ns
+    with Engine(discover_plugins([folder], include_user_dir=False)) as again:
+        again.process("lite", photo)
+    assert cached[0].stat().st_mtime_ns == mtime
