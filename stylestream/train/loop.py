@@ -23,6 +23,7 @@ from torch import nn
 from stylestream.models import ARCHITECTURES, build_model, save_model
 from stylestream.models.layers import NORMS
 from stylestream.train.data import DataError, ImageFolderDataset, make_loader
+from stylestream.train.distributed import init_from_env, local_device, mean_across_ranks, min_across_ranks
 from stylestream.train.images import load_image
 from stylestream.train.losses import PerceptualLoss
 from stylestream.train.optimizers import OPTIMIZERS, make_optimizer, needs_closure
@@ -224,7 +225,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
     training work (ConfigError, DataError, ImageLoadError, VGGWeightsError: all ValueError/RuntimeError
     with a message that says what to do)."""
     cfg.validate()
-    device = resolve_device(cfg.device)
+    init_from_env()  # joins torchrun's process group (DDP); a no-op otherwise
+    device = local_device(resolve_device(cfg.device))
     rank, world = dist_rank_world()
     run = RunDir(cfg.out, writable=rank == 0)
     if run.path.exists() and not run.path.is_dir():
@@ -287,6 +289,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict[str, float]], None] | N
     loader = make_loader(p.dataset, cfg.batch_size, cfg.seed, num_workers=workers,
                          pin_memory=dev.type == "cuda", rank=p.rank, world_size=p.world_size)  # fmt: skip
     total_steps = cfg.steps or cfg.epochs * loader.batches_per_epoch
+    total_steps = min_across_ranks(total_steps)  # shards can differ by an image; DDP needs equal step counts
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), lr=cfg.lr)
     scheduler = make_schedule(cfg.schedule, optimizer, total_steps)
     scaler = torch.amp.GradScaler(dev.type) if p.use_scaler else None
@@ -368,6 +371,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict[str, float]], None] | N
                 targets = content_targets(p.loss_fn, x, p.amp_dtype)
                 terms = train_step(model, optimizer, p.loss_fn, x, targets, amp_dtype=p.amp_dtype,
                                    scaler=scaler, closure=closure)  # fmt: skip
+                terms = mean_across_ranks(terms)  # whole-batch loss, the same on every rank
                 scheduler.step()
                 step, batch_in_epoch = step + 1, i + 1  # right after the update: Ctrl-C sees a whole step
                 losses = {k: float(v) for k, v in terms.items()}

@@ -1,0 +1,263 @@
+"""`stylestream sweep`: the optimizer study (Geng et al. 2020) as one command. One normal train run
+per (optimizer, learning rate, batch size) under SWEEP_DIR/<optimizer>/lr<η>-bs<bs>/, trained in
+lockstep groups that share a batch size, every run from the same initial weights on the same images
+in the same order; then the report (stylestream.train.sweep_report).
+
+Loss value per run: the mean total loss over the last 5% of its steps, and the eval loss on a fixed
+held-out image set (--eval-data, or a seeded split of --data that no run trains on). The best setting
+per optimizer is chosen by eval loss. A diverged or crashed run is recorded and the sweep goes on;
+with resume, finished runs (ok or diverged) are kept, and unfinished or crashed ones continue from
+their checkpoint or start again."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import pickle
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from stylestream.train.loop import ConfigError, TrainConfig
+from stylestream.train.optimizers import OPTIMIZERS
+from stylestream.train.rundir import RunDir
+from stylestream.train.sweep_report import RunResult, read_metrics, run_name, tail_means, write_report
+
+log = logging.getLogger(__name__)
+
+STUDY_OPTIMIZERS = ("adam", "adamax", "amsgrad", "nadam", "rmsprop", "adagrad", "adadelta", "rprop")
+FINISHED = ("ok", "diverged")
+GRID_SIDE = 256  # long side of the content image each run stylizes for grid.jpg
+SWEEP_FILE = "sweep.json"
+# settings that must match for --resume to continue the same sweep
+RESUME_KEYS = ("style", "data", "arch", "norm", "schedule", "epochs", "steps", "image_size", "style_size",
+               "content_weight", "style_weight", "tv_weight", "style_reduction", "vgg_weights", "seed")  # fmt: skip
+
+
+@dataclass
+class SweepConfig:
+    base: TrainConfig  # every `train` option; out is the sweep folder; optimizer/lr/batch_size per run
+    optimizers: list[str] = field(default_factory=lambda: list(STUDY_OPTIMIZERS))
+    lrs: list[float] = field(default_factory=lambda: [1e-3])
+    batch_sizes: list[int] = field(default_factory=lambda: [4])
+    eval_data: str | None = None
+    eval_images: int = 64
+    content: str | None = None  # the image each run stylizes for grid.jpg; default: the first eval image
+    parallel: int = 0  # runs per lockstep group; 0: as many as fit in memory
+    resume: bool = False
+
+    def validate(self) -> None:
+        if not self.optimizers:
+            raise ConfigError("--optimizers: give at least one optimizer")
+        for name in self.optimizers:
+            if name not in OPTIMIZERS:
+                raise ConfigError(f"unknown optimizer {name!r}; choose from: {', '.join(OPTIMIZERS.names())}")
+        for lists, what in ((self.optimizers, "--optimizers"), (self.lrs, "--lrs"),
+                            (self.batch_sizes, "--batch-sizes")):  # fmt: skip
+            if len(set(lists)) != len(lists):
+                raise ConfigError(f"{what} lists a value twice: {lists}")
+        if not self.lrs or any(not (math.isfinite(lr) and lr > 0) for lr in self.lrs):
+            raise ConfigError(f"--lrs must be positive finite numbers, got {self.lrs}")
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise ConfigError(f"--batch-sizes must be whole numbers >= 1, got {self.batch_sizes}")
+        if self.eval_images < 1:
+            raise ConfigError(f"--eval-images must be >= 1, got {self.eval_images}")
+        if self.parallel < 0:
+            raise ConfigError(f"--parallel must be >= 0 (0: as many as fit), got {self.parallel}")
+        dataclasses.replace(self.base, optimizer=self.optimizers[0], lr=self.lrs[0],
+                            batch_size=self.batch_sizes[0]).validate()  # fmt: skip
+
+    def run_config(self, optimizer: str, lr: float, batch_size: int) -> TrainConfig:
+        out = Path(self.base.out) / run_name(optimizer, lr, batch_size)
+        return dataclasses.replace(self.base, optimizer=optimizer, lr=lr, batch_size=batch_size, out=str(out),
+                                   resume=False, progress=False, tensorboard=False)  # fmt: skip
+
+    def planned(self) -> list[TrainConfig]:
+        return [self.run_config(o, lr, bs) for o in self.optimizers for lr in self.lrs for bs in self.batch_sizes]
+
+
+@dataclass
+class SweepResult:
+    runs: list[RunResult]
+    files: dict[str, Path]
+    wall_s: float
+    meta: dict[str, Any]
+
+
+def _read_card(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "card.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def summarize_run(sweep_dir: Path, cfg: TrainConfig) -> RunResult:
+    """A run's row of the report, from its card.json and metrics.csv (pending if it has neither)."""
+    name = run_name(cfg.optimizer, cfg.lr, cfg.batch_size)
+    run_dir = sweep_dir / name
+    card = _read_card(run_dir)
+    extra = card.get("sweep", {})
+    status = card.get("status", "pending")
+    if status not in FINISHED and status != "crashed":
+        status = "pending"
+    tail = tail_means(read_metrics(run_dir / "metrics.csv"))
+    ev = extra.get("eval") or {}
+    return RunResult(
+        name=name, optimizer=cfg.optimizer, lr=cfg.lr, batch_size=cfg.batch_size, status=status,
+        steps=int(card.get("step", 0) or 0), total_steps=int(card.get("total_steps", 0) or 0),
+        loss=tail.get("total"), content=tail.get("content"), style=tail.get("style"), tv=tail.get("tv"),
+        eval_loss=ev.get("total"), eval_content=ev.get("content"), eval_style=ev.get("style"),
+        train_time_s=card.get("wall_time_s"), error=card.get("error"),
+        stylized=f"{name}/{extra['stylized']}" if extra.get("stylized") else None,
+    )  # fmt: skip
+
+
+def _resume_point(cfg: TrainConfig) -> tuple[int, int, int] | None:
+    ck = Path(cfg.out) / "checkpoint.pt"
+    if not ck.is_file():
+        return None
+    try:
+        state = torch.load(ck, map_location="cpu", weights_only=True)
+        return int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as exc:
+        # a torn or foreign checkpoint: start that run again
+        log.warning("%s: unreadable checkpoint (%s); the run starts again", ck, exc)
+        return None
+
+
+def _settings(sc: SweepConfig) -> dict[str, Any]:
+    return {k: getattr(sc.base, k) for k in RESUME_KEYS} | {
+        "eval_data": sc.eval_data, "eval_images": sc.eval_images, "content": sc.content}  # fmt: skip
+
+
+def _check_sweep_dir(sc: SweepConfig) -> Path:
+    sweep_dir = Path(sc.base.out)
+    state = sweep_dir / SWEEP_FILE
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise ConfigError(f"--out {sweep_dir}: exists and is not a folder")
+    if state.is_file():
+        if not sc.resume:
+            raise ConfigError(f"--out {sweep_dir} already holds a sweep; pass --resume to continue it "
+                              "or choose another --out")  # fmt: skip
+        try:
+            old = json.loads(state.read_text()).get("settings", {})
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{state}: unreadable sweep state ({exc}); start a new sweep in another --out") from None
+        new = json.loads(json.dumps(_settings(sc)))
+        changed = [k for k in new if old.get(k) != new[k]]
+        if changed:
+            raise ConfigError("--resume: these settings differ from the sweep's: "
+                              + ", ".join(f"{k} ({old.get(k)!r} there, {new[k]!r} now)" for k in changed))  # fmt: skip
+    elif sc.resume and not sweep_dir.is_dir():
+        raise ConfigError(f"--resume: no sweep at {sweep_dir}; start without --resume")
+    elif sweep_dir.is_dir() and any(sweep_dir.iterdir()) and not sc.resume:
+        raise ConfigError(f"--out {sweep_dir} is not empty; choose a new folder for the sweep")
+    return sweep_dir
+
+
+def run_sweep(sc: SweepConfig) -> SweepResult:
+    """Train every planned run (skipping finished ones on resume), then write the report."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from stylestream.train.evaluate import evaluate, train_eval_datasets
+    from stylestream.train.images import load_image, save_image, tensor_to_pil
+    from stylestream.train.lockstep import Outcome, auto_parallel, make_shared, train_lockstep
+
+    sc.validate()
+    base = sc.base
+    sweep_dir = _check_sweep_dir(sc)
+    t0 = time.perf_counter()
+    train_ds, eval_ds, eval_source = train_eval_datasets(base.data, base.image_size, base.seed, sc.eval_data,
+                                                         sc.eval_images)  # fmt: skip
+    shared = make_shared(dataclasses.replace(base, optimizer=sc.optimizers[0]), dataset=train_ds)
+    content_path = Path(sc.content) if sc.content else eval_ds.files[0]
+    content = load_image(content_path, max(GRID_SIDE, base.image_size))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / SWEEP_FILE).write_text(json.dumps({
+        "settings": _settings(sc), "optimizers": sc.optimizers, "lrs": sc.lrs, "batch_sizes": sc.batch_sizes,
+        "eval_files": [str(p) for p in eval_ds.files], "train_images": len(train_ds),
+    }, indent=2, default=str))  # fmt: skip
+
+    planned = sc.planned()
+    todo: dict[tuple, list[TrainConfig]] = defaultdict(list)
+    for cfg in planned:
+        status = _read_card(Path(cfg.out)).get("status")
+        if sc.resume and status in FINISHED:
+            continue
+        point = _resume_point(cfg) if sc.resume else None
+        run_cfg = dataclasses.replace(cfg, resume=point is not None)
+        todo[(cfg.batch_size, point or (0, 0, 0))].append(run_cfg)
+
+    overall = tqdm(total=len(planned), initial=len(planned) - sum(map(len, todo.values())), unit="run",
+                   desc="sweep", disable=not base.progress, dynamic_ncols=True)  # fmt: skip
+
+    def on_done(cfg: TrainConfig, oc: Outcome, model: nn.Module | None) -> None:
+        """Eval loss and the stylized content image of a finished run, into its card."""
+        extra: dict[str, Any] = {"lockstep_group": oc.card.get("lockstep", {}).get("group_size")}
+        if model is not None:
+            try:
+                extra["eval"] = evaluate(model, shared.loss_fn, eval_ds, shared.device,
+                                         batch_size=max(1, min(8, cfg.batch_size * 2)))  # fmt: skip
+                with torch.no_grad():
+                    y = model(content.to(shared.device)).float().cpu()
+                save_image(y, Path(cfg.out) / "stylized.jpg")
+                extra["stylized"] = "stylized.jpg"
+            except Exception as exc:
+                log.exception("%s: evaluation failed", cfg.out)
+                extra["eval_error"] = f"{type(exc).__name__}: {exc}"
+        RunDir(cfg.out).write_card({**oc.card, "sweep": extra})
+        overall.update(1)
+        overall.set_postfix_str(f"last: {run_name(cfg.optimizer, cfg.lr, cfg.batch_size)} {oc.status}")
+
+    parallel_used = []
+    try:
+        for (bs, point), cfgs in sorted(todo.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+            k = sc.parallel or auto_parallel(
+                dataclasses.replace(base, batch_size=bs), [c.optimizer for c in cfgs], shared.device,
+                activation_bytes=bs * 3 * base.image_size**2 * 4 * 400,  # generous: net + VGG, with grads
+            )
+            parallel_used.append(k)
+            for start in range(0, len(cfgs), k):
+                group = cfgs[start:start + k]
+                names = ", ".join(f"{c.optimizer}@{c.lr:g}" for c in group)
+                log.info("lockstep group bs=%d from step %d: %s", bs, point[0], names)
+                try:
+                    train_lockstep(group, shared, on_done=on_done, progress=base.progress,
+                                   desc=f"bs={bs} x{len(group)}")  # fmt: skip
+                except (ConfigError, KeyboardInterrupt):
+                    raise
+                except Exception as exc:  # e.g. out of memory for the whole group: record, go on
+                    log.exception("lockstep group bs=%d (%s) failed", bs, names)
+                    for c in group:
+                        card = _read_card(Path(c.out))
+                        if card.get("status") not in ("ok", "diverged", "crashed"):
+                            card.update(status="crashed", error=f"group failed: {type(exc).__name__}: {exc}"[:500])
+                            Path(c.out).mkdir(parents=True, exist_ok=True)
+                            (Path(c.out) / "card.json").write_text(json.dumps(card, indent=2, default=str))
+                            overall.update(1)
+    finally:
+        overall.close()
+
+    runs = [summarize_run(sweep_dir, cfg) for cfg in planned]
+    first = next((r for r in (_read_card(Path(c.out)) for c in planned) if r.get("total_steps")), {})
+    meta = {
+        "style": base.style, "data": base.data, "steps_per_run": first.get("total_steps"),
+        "image_size": base.image_size, "arch": base.arch, "device": first.get("device", base.device),
+        "vgg_weights": shared.vgg_desc, "content_weight": base.content_weight,
+        "style_weight": base.style_weight, "tv_weight": base.tv_weight, "seed": base.seed,
+        "train_images": len(train_ds), "eval_images": len(eval_ds), "eval_source": eval_source,
+        "lockstep": True, "parallel": max(parallel_used) if parallel_used else None,
+        "optimizers": sc.optimizers, "lrs": sc.lrs, "batch_sizes": sc.batch_sizes,
+        "content_image": str(content_path), "sweep_wall_s": round(time.perf_counter() - t0, 2),
+    }  # fmt: skip
+    with Image.open(base.style) as style_img:
+        files = write_report(sweep_dir, runs, meta, content=tensor_to_pil(content), style=style_img.convert("RGB"))
+    return SweepResult(runs, files, time.perf_counter() - t0, meta)

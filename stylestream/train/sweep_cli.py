@@ -1,0 +1,95 @@
+"""`stylestream sweep`: compare optimizers (x learning rates x batch sizes) as in Geng et al. 2020."""
+
+from __future__ import annotations
+
+import argparse
+
+from stylestream.train import cli as train_cli
+from stylestream.train.optimizers import OPTIMIZERS
+
+HELP = "compare optimizers (x learning rates x batch sizes): train one model each, write a report"
+DESCRIPTION = (
+    "The optimizer study (Geng et al. 2020) as one command: one train run per (optimizer, lr, batch size)\n"
+    "under SWEEP_DIR/<optimizer>/lr<lr>-bs<bs>/, every run from the same initial weights on the same\n"
+    "images in the same order. Runs sharing a batch size train in lockstep in one process (one data\n"
+    "loader and one content-target VGG pass per batch for all of them). Writes SWEEP_DIR/report.md,\n"
+    "report.json, losses.png, grid.jpg and heatmaps/<optimizer>.png (for a grid of lrs/batch sizes).\n"
+    "The best setting per optimizer is chosen by the loss on held-out images (--eval-data, default a\n"
+    "seeded split of --data never trained on). Every `train` option applies to every run."
+)
+EPILOG = (
+    "optimizers:\n" + OPTIMIZERS.help_text()
+    + "\n\nthe study's sweep (8 optimizers x 4 lrs x 4 batch sizes, 2 epochs of COCO):\n"
+    "  stylestream sweep --style starry_night.jpg --data coco/train2017 --out sweeps/study \\\n"
+    "      --lrs 0.1,0.01,0.001,0.0001 --batch-sizes 1,2,4,8\n"
+    "exit codes: 0 at least one run finished, 2 bad options/inputs, 3 every run diverged or crashed"
+)  # fmt: skip
+
+
+def _list(kind: type, what: str):
+    def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, got {text!r}")
+        try:
+            return [kind(t) for t in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, got {text!r}") from None
+
+    return parse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from stylestream.train.sweep import STUDY_OPTIMIZERS
+
+    train_cli.add_arguments(p)  # every `train` option, defined once
+    # the per-run options become lists; "resolve" replaces train's single-valued ones
+    g = p.add_argument_group("sweep options (replace train's --out, --optimizer, --lr, --batch-size, --resume)",
+                             conflict_handler="resolve")
+    g.add_argument("--out", required=True, metavar="SWEEP_DIR", help="sweep folder to write")
+    g.add_argument("--optimizers", "--optimizer", dest="optimizers", type=_list(str, "optimizer names"),
+                   default=list(STUDY_OPTIMIZERS), metavar="A,B,...",
+                   help=f"optimizers to compare (default: the study's {','.join(STUDY_OPTIMIZERS)})")  # fmt: skip
+    g.add_argument("--lrs", "--lr", dest="lrs", type=_list(float, "learning rates"), default=[1e-3],
+                   metavar="LR,...", help="learning rates η (default: 1e-3; the study: 0.1,0.01,0.001,0.0001)")  # fmt: skip
+    g.add_argument("--batch-sizes", "--batch-size", dest="batch_sizes", type=_list(int, "batch sizes"),
+                   default=[4], metavar="BS,...", help="batch sizes (default: 4; the study: 1,2,4,8)")  # fmt: skip
+    g.add_argument("--resume", action="store_true",
+                   help="continue SWEEP_DIR: keep finished runs, resume unfinished or crashed ones")  # fmt: skip
+    g.add_argument("--eval-data", metavar="DIR", default=None,
+                   help="held-out images for the eval loss (default: a seeded split of --data)")  # fmt: skip
+    g.add_argument("--eval-images", type=train_cli._int, default=64,
+                   help="how many held-out images to evaluate on (default: 64; a split takes at most 1/5)")  # fmt: skip
+    g.add_argument("--content", metavar="IMAGE", default=None,
+                   help="image every run stylizes for grid.jpg (default: the first eval image)")  # fmt: skip
+    g.add_argument("--parallel", type=train_cli._int, default=0, metavar="K",
+                   help="runs trained together in one lockstep group (default 0: as many as fit in memory)")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from stylestream.cli import CLIError
+    from stylestream.registry import UnknownNameError
+    from stylestream.train.data import DataError
+    from stylestream.train.images import ImageLoadError
+    from stylestream.train.loop import EXIT_DIVERGED, ConfigError, TrainConfig
+    from stylestream.train.sweep import SweepConfig, run_sweep
+    from stylestream.train.sweep_report import ranking
+    from stylestream.train.vgg import VGGWeightsError
+
+    fields = TrainConfig.__dataclass_fields__
+    base = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and k != "resume"})
+    sc = SweepConfig(base=base, optimizers=args.optimizers, lrs=args.lrs, batch_sizes=args.batch_sizes,
+                     eval_data=args.eval_data, eval_images=args.eval_images, content=args.content,
+                     parallel=args.parallel, resume=args.resume)  # fmt: skip
+    try:
+        result = run_sweep(sc)
+    except (ConfigError, DataError, ImageLoadError, VGGWeightsError, UnknownNameError) as exc:
+        raise CLIError(str(exc)) from None
+    print(f"VGG-16 weights: {result.meta['vgg_weights']}; device: {result.meta['device']}")
+    print(f"{len(result.runs)} runs in {result.wall_s:.1f} s; best setting per optimizer (by eval loss):")
+    for i, r in enumerate(ranking(result.runs), 1):
+        ev = f"{r.eval_loss:.4g}" if r.eval_loss is not None else "-"
+        loss = f"{r.loss:.4g}" if r.loss is not None else "-"
+        print(f"  {i:>2}. {r.optimizer:<12} lr {r.lr:<8g} bs {r.batch_size:<3} loss {loss:<10} eval {ev:<10} {r.status}")
+    print(f"report: {result.files['md']}")
+    return 0 if any(r.status == "ok" for r in result.runs) else EXIT_DIVERGED
