@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import torch
 
 
-def load_model(path) -> "torch.nn.Module":
+def load_model(path) -> torch.nn.Module:
     """Load a saved style network (weights + architecture config in one file), eval mode, on CPU."""
     from stylestream.models.io import load_model as _load
 

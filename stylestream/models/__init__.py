@@ -22,7 +22,7 @@ def build_model(arch: str, **config) -> nn.Module:
 
 
 # Importing the modules registers them.
-from stylestream.models import johnson, lite  # noqa: E402,F401
-from stylestream.models.io import ModelLoadError, load_model, save_model  # noqa: E402
+from stylestream.models import johnson, lite  # noqa: F401
+from stylestream.models.io import ModelLoadError, load_model, save_model
 
-__all__ = ["ARCHITECTURES", "build_model", "load_model", "save_model", "ModelLoadError"]
+__all__ = ["ARCHITECTURES", "ModelLoadError", "build_model", "load_model", "save_model"]

@@ -55,7 +55,7 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelLoadError(f"{path}: model file not found")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for garbage input
+    except Exception as exc:  # noqa: BLE001 -- torch raises many kinds for garbage input
         raise ModelLoadError(
             f"{path}: not a readable stylestream model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
             "expected a model.pt written by `stylestream train`"
@@ -78,7 +78,7 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     try:
         model = build_model(blob["arch"], **blob["config"])
         model.load_state_dict(blob["state_dict"])
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- any mismatch means: not this architecture
         raise ModelLoadError(f"{path}: weights do not fit architecture {blob.get('arch')!r}: {exc}") from None
     model.stylestream_card = blob.get("card", {})
     return model.eval()

@@ -25,12 +25,12 @@ from torch import nn
 
 from stylestream.models import build_model, save_model
 from stylestream.train.data import DataError, ImageFolderDataset, make_loader
-from stylestream.train.images import load_image
 from stylestream.train.loop import (
     RESUME_KEYS,
     ConfigError,
     TrainConfig,
     amp_setup,
+    build_loss,
     device_name,
     library_versions,
     resolve_device,
@@ -40,7 +40,6 @@ from stylestream.train.optimizers import make_optimizer, needs_closure
 from stylestream.train.rundir import RunDir
 from stylestream.train.schedules import make_schedule
 from stylestream.train.step import content_targets, train_step
-from stylestream.train.vgg import load_vgg
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +67,7 @@ def make_shared(cfg: TrainConfig, dataset: ImageFolderDataset | None = None) -> 
     cfg.validate()
     device = resolve_device(cfg.device)
     dataset = dataset if dataset is not None else ImageFolderDataset(cfg.data, cfg.image_size)
-    style_size = cfg.image_size if cfg.style_size is None else (cfg.style_size or None)
-    style = load_image(cfg.style, style_size)
-    vgg = load_vgg(cfg.vgg_weights, device=device, seed=cfg.seed)
-    if cfg.channels_last:
-        vgg = vgg.to(memory_format=torch.channels_last)
-    loss_fn = PerceptualLoss(vgg, style, cfg.content_weight, cfg.style_weight, cfg.tv_weight,
-                             cfg.style_reduction)  # fmt: skip
+    _, loss_fn = build_loss(cfg, device)
     return Shared(device, dataset, loss_fn)
 
 

@@ -220,6 +220,18 @@ class Prepared:
     world_size: int = 1
 
 
+def build_loss(cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, PerceptualLoss]:
+    """The style image (at --style-size) and the perceptual loss on VGG-16, as `train` and sweeps use them."""
+    style_size = cfg.image_size if cfg.style_size is None else (cfg.style_size or None)
+    style = load_image(cfg.style, style_size)
+    vgg = load_vgg(cfg.vgg_weights, device=device, seed=cfg.seed)
+    if cfg.channels_last:
+        vgg = vgg.to(memory_format=torch.channels_last)
+    loss_fn = PerceptualLoss(vgg, style, cfg.content_weight, cfg.style_weight, cfg.tv_weight,
+                             cfg.style_reduction)  # fmt: skip
+    return style, loss_fn
+
+
 def prepare(cfg: TrainConfig) -> Prepared:
     """Validate options and load data, style image and VGG; every user error surfaces here, before any
     training work (ConfigError, DataError, ImageLoadError, VGGWeightsError: all ValueError/RuntimeError
@@ -237,13 +249,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         raise ConfigError(f"--out {run.path} already holds a run (model.pt/checkpoint.pt/metrics.csv); "
                           "pass --resume to continue it or choose another --out")  # fmt: skip
     dataset = ImageFolderDataset(cfg.data, cfg.image_size)
-    style_size = cfg.image_size if cfg.style_size is None else (cfg.style_size or None)
-    style = load_image(cfg.style, style_size)
-    vgg = load_vgg(cfg.vgg_weights, device=device, seed=cfg.seed)
-    if cfg.channels_last:
-        vgg = vgg.to(memory_format=torch.channels_last)
-    loss_fn = PerceptualLoss(vgg, style, cfg.content_weight, cfg.style_weight, cfg.tv_weight,
-                             cfg.style_reduction)  # fmt: skip
+    style, loss_fn = build_loss(cfg, device)
     amp_dtype, use_scaler = amp_setup(device, cfg.amp, needs_closure(cfg.optimizer))
     return Prepared(cfg, device, run, dataset, style, loss_fn, amp_dtype, use_scaler, rank, world)
 
