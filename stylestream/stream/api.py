@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from stylestream.registry import UnknownNameError
@@ -14,6 +16,7 @@ from stylestream.stream.sdp import SDPError, check_offer, ice_server_json
 from stylestream.stream.sessions import SessionLimitError, SessionManager
 from stylestream.stream.signaling import answer_publisher
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
@@ -64,7 +67,7 @@ async def list_styles(request: web.Request) -> web.Response:
         out.append({
             "name": info.name, "title": info.title, "kind": info.kind, "description": info.description,
             "backend": backend, "params": [p.to_json() for p in info.params],
-            "thumbnail": f"/api/styles/{info.name}/thumbnail" if info.thumbnail else None,
+            "thumbnail": f"/api/styles/{info.name}/thumbnail",  # a file, or rendered on first request
         })  # fmt: skip
     return web.json_response({"styles": out, "default": request.app[keys.CONFIG].default_style})
 
@@ -76,9 +79,39 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
         info = request.app[keys.PLUGINS].get(name).info()
     except UnknownNameError as exc:
         raise web.HTTPNotFound(text=str(exc)) from None
-    if not info.thumbnail or not info.thumbnail.is_file():
-        raise web.HTTPNotFound(text=f"style {name!r} has no thumbnail")
-    return web.FileResponse(info.thumbnail)
+    if info.thumbnail and info.thumbnail.is_file():
+        return web.FileResponse(info.thumbnail)
+    cache = request.app[keys.THUMBNAILS]
+    if name not in cache:  # a style without a picture of its own: show it on a sample photo, once
+        try:
+            cache[name] = await render_thumbnail(request.app[keys.ENGINE], name)
+        except Exception as exc:  # noqa: BLE001 - a broken style has no thumbnail; the page shows its initial
+            log.warning("style %r: could not render a thumbnail: %s", name, exc)
+            raise web.HTTPNotFound(text=f"style {name!r} has no thumbnail ({exc})") from None
+    return web.Response(body=cache[name], content_type="image/jpeg",
+                        headers={"Cache-Control": "max-age=3600"})  # fmt: skip
+
+
+async def render_thumbnail(engine: Any, style: str, size: tuple[int, int] = (160, 120)) -> bytes:
+    """The style applied to a real photo that ships with a dependency (matplotlib's sample data),
+    centre-cropped to `size` (W, H), as JPEG; inference goes through the engine's worker, off the loop."""
+    import cv2
+
+    from stylestream.export.frames import default_images
+
+    bgr = cv2.imread(str(default_images()))
+    if bgr is None:
+        raise FileNotFoundError(f"sample photo {default_images()} not readable")
+    w, h = size
+    scale = max(w / bgr.shape[1], h / bgr.shape[0])
+    bgr = cv2.resize(bgr, (round(bgr.shape[1] * scale), round(bgr.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    y0, x0 = (bgr.shape[0] - h) // 2, (bgr.shape[1] - w) // 2
+    rgb = np.ascontiguousarray(cv2.cvtColor(bgr[y0 : y0 + h, x0 : x0 + w], cv2.COLOR_BGR2RGB))
+    out = await engine.submit(style, rgb)
+    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return jpg.tobytes()
 
 
 @routes.post("/api/offer")

@@ -13,5 +13,6 @@ from stylestream.stream.sessions import SessionManager
 CONFIG = web.AppKey("config", ServerConfig)
 PLUGINS = web.AppKey("plugins", Any)
 ENGINE = web.AppKey("engine", Any)
+THUMBNAILS = web.AppKey("thumbnails", dict)  # style name -> rendered JPEG bytes
 METRICS = web.AppKey("metrics", Metrics)
 SESSIONS = web.AppKey("sessions", SessionManager)

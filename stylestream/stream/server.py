@@ -61,6 +61,7 @@ def create_app(config: ServerConfig | None = None, *, plugins: Any = None, engin
     app[keys.CONFIG] = config
     app[keys.PLUGINS] = plugins
     app[keys.ENGINE] = engine
+    app[keys.THUMBNAILS] = {}
     app[keys.METRICS] = metrics
     app[keys.SESSIONS] = SessionManager(config, engine, plugins, metrics)
 

@@ -151,3 +151,27 @@ def test_styles_listing_has_params_and_page_is_served():
                 assert (await r.json())["codec"] == "vp8"
 
     asyncio.run(main())
+
+
+def test_styles_without_a_picture_get_a_rendered_thumbnail():
+    import cv2
+    import numpy as np
+
+    async def main() -> None:
+        async with running_server() as (base, _app), ClientSession() as http:
+            async with http.get(f"{base}/api/styles") as r:
+                styles = {s["name"]: s for s in (await r.json())["styles"]}
+            pics = {}
+            for name in ("original", "sketch"):
+                async with http.get(base + styles[name]["thumbnail"]) as r:
+                    assert r.status == 200 and r.content_type == "image/jpeg"
+                    pics[name] = cv2.imdecode(np.frombuffer(await r.read(), np.uint8), cv2.IMREAD_COLOR)
+            assert pics["original"].shape == pics["sketch"].shape == (120, 160, 3)
+            # the thumbnail shows the style: a pencil sketch is grey and differs from the photo
+            assert np.abs(pics["original"].astype(int) - pics["sketch"]).mean() > 10
+            b, g, r_ = (pics["sketch"][..., i].astype(int) for i in range(3))
+            assert np.abs(b - g).mean() < 3 and np.abs(g - r_).mean() < 3
+            async with http.get(f"{base}/healthz") as r:
+                assert r.status == 200
+
+    asyncio.run(main())
