@@ -56,8 +56,11 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- torch raises many kinds for garbage input
+        reason = str(exc).splitlines()[0][:200]
+        if "weights_only" in reason:  # torch's advice to unpickle with code execution: never for a model file
+            reason = "not a torch.save archive of tensors"
         raise ModelLoadError(
-            f"{path}: not a readable stylestream model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            f"{path}: not a readable stylestream model ({type(exc).__name__}: {reason}); "
             "expected a model.pt written by `stylestream train`"
         ) from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
