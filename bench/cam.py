@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 from pathlib import Path
 
@@ -26,18 +25,9 @@ from tqdm import tqdm
 from stylestream.models import build_model, save_model
 from stylestream.plugins import Engine, discover_plugins
 from stylestream.stream.cam import AVSource, CamPipeline, RecordingSink
+from stylestream.train.loop import cpu_model
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_lite(folder: Path, onnx: bool) -> None:
@@ -82,7 +72,7 @@ def main() -> None:
         engine.close()
 
     print(f"\nclip: {args.clip.name} ({rows[0]['size']}), {args.frames} frames per run; device: "
-          f"{engine.device} ({cpu_name()}, {torch.get_num_threads()} torch threads); torch {torch.__version__}; "
+          f"{engine.device} ({cpu_model()}, {torch.get_num_threads()} torch threads); torch {torch.__version__}; "
           f"load average over the run {load0:.1f} -> {os.getloadavg()[0]:.1f} (other work on the machine)")
     print("\n| style | backend | every-frame fps | real-time fps (of 30) | dropped | latency p50 / p95 ms |")
     print("|---|---|---|---|---|---|")
@@ -109,7 +99,7 @@ def main() -> None:
         ax.set_yticks(y, [f"{r['style']}\n({r['backend'].split(' ')[0]})" for r in rows], fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("frames per second (log scale)")
-        ax.set_title(f"stylestream cam, {rows[0]['size']} clip, {engine.device}: {cpu_name()[:40]}", fontsize=9)
+        ax.set_title(f"stylestream cam, {rows[0]['size']} clip, {engine.device}: {cpu_model()[:40]}", fontsize=9)
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
         fig.savefig(args.plot)

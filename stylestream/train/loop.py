@@ -145,7 +145,8 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (for benchmark and run-card device lines)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -159,7 +160,7 @@ def device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"{dev} ({torch.cuda.get_device_name(dev)})"
     if dev.type == "cpu":
-        return f"cpu ({_cpu_model()}, {torch.get_num_threads()} threads)"
+        return f"cpu ({cpu_model()}, {torch.get_num_threads()} threads)"
     return str(dev)
 
 

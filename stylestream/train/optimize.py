@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from stylestream.train.loop import resolve_device
+
 log = logging.getLogger(__name__)
 
 INITS = ("content", "noise")
@@ -75,15 +77,6 @@ class OptimizeResult:
         """The loss of the image that was written (the last finite evaluation)."""
         finite = [h["total"] for h in self.history if math.isfinite(h["total"])]
         return finite[-1] if finite else math.nan
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
-    return dev
 
 
 def _out_path(out: Path, suffix: str) -> Path:
