@@ -45,16 +45,20 @@ class NeuralPlugin(StylePlugin):
     def device(self) -> str:
         return resolve_device(self.requested_device)
 
+    def _converts_pt_to_onnx(self, device: str) -> bool:
+        """A .pt-only style under --backend auto on CPU runs on ONNX Runtime via a cached conversion."""
+        return self.requested_backend == "auto" and device == "cpu" and set(self.models) == {"pt"}
+
     @property
     def backend(self) -> str:  # type: ignore[override]
         """The backend that will run (or runs) this style; 'unavailable' when none can (runner() says why)."""
         if self._runner is not None:
             return self._runner.name
         try:
-            name = pick_backend(self.models, self.device, self.requested_backend)[0]
-            if name == "torch" and self.requested_backend == "auto" and self.device == "cpu" and set(self.models) == {"pt"}:
+            device = self.device
+            if self._converts_pt_to_onnx(device):
                 return "onnxruntime"  # runner() converts the .pt once (cached_onnx)
-            return name
+            return pick_backend(self.models, device, self.requested_backend)[0]
         except Exception:  # noqa: BLE001 -- a listing must not fail; runner() raises the reason
             return "unavailable"
 
@@ -77,7 +81,7 @@ class NeuralPlugin(StylePlugin):
                 try:
                     device = self.device
                     models = self.models
-                    if self.requested_backend == "auto" and device == "cpu" and set(models) == {"pt"}:
+                    if self._converts_pt_to_onnx(device):
                         onnx = cached_onnx(models["pt"])
                         models = {**models, "onnx": onnx} if onnx else models
                     name, path = pick_backend(models, device, self.requested_backend)
