@@ -3,6 +3,8 @@
 #   GPU (default): docker build -t stylestream .
 #   CPU only:      docker build --build-arg VARIANT=cpu -t stylestream:cpu .
 #   run:           docker run --gpus all -p 8080:8080 -v ./plugins:/plugins -v ./runs:/runs stylestream
+#   It binds 0.0.0.0, so it is never open: with no STYLESTREAM_TOKEN (e.g. --env-file) it generates a token
+#   and prints the page URL carrying it (docker logs); --no-auth is the explicit way to an open server.
 # pip installs the package from pyproject.toml with the lines README shows: ".[gpu,trt]" (GPU) or "." (CPU);
 # tests/test_dockerfile.py keeps the two in step.
 

@@ -61,7 +61,7 @@ def test_runtime_essentials(instructions):
     assert "/healthz" in health and "CMD" in health
 
 
-def test_cmd_is_a_valid_serve_command_and_plugins_env_is_read(instructions):
+def test_cmd_is_a_valid_serve_command_and_plugins_env_is_read(instructions, monkeypatch):
     from stylestream.cli import build_parser
     from stylestream.plugins.discovery import ENV_VAR
 
@@ -71,6 +71,13 @@ def test_cmd_is_a_valid_serve_command_and_plugins_env_is_read(instructions):
     assert args.command == "serve" and args.host == "0.0.0.0" and args.port == 8080
     env = " ".join(values(final_stage(instructions), "ENV"))
     assert f"{ENV_VAR}=/plugins" in env
+    # Secure by default: the image's command never gives an open server.
+    from stylestream.stream.cli import TOKEN_ENV, config_from_args, secure_by_default
+
+    assert "--no-auth" not in cmd and TOKEN_ENV not in env, "the image must not ship a fixed token or no auth"
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    config = config_from_args(args)
+    assert secure_by_default(config) and config.token and len(config.token) >= 24
 
 
 def install_specs(instructions: list[dict]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -20,12 +21,28 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
+async def read_body(request: web.Request, content_type: str) -> bytes:
+    """The request body, if it has the expected type and arrives in time. Requiring the type also stops
+    other sites' pages from sending 'simple' (text/plain, form) requests that need no CORS preflight."""
+    if request.content_type != content_type:
+        raise web.HTTPUnsupportedMediaType(
+            text=f"send the body as Content-Type: {content_type} (got {request.content_type or 'none'})"
+        )
+    try:  # read() raises 413 past the app's client_max_size
+        return await asyncio.wait_for(request.read(), request.app[keys.CONFIG].body_timeout_s)
+    except asyncio.TimeoutError:
+        log.info("%s %s: body not received in time; closing", request.method, request.path)
+        raise web.HTTPRequestTimeout(text="the request body did not arrive in time", headers={"Connection": "close"}) from None
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()  # raises 413 past the app's client_max_size
+    raw = await read_body(request, "application/json")
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise web.HTTPBadRequest(text=f"the body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise web.HTTPBadRequest(text="the JSON body is nested too deeply") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text=f"the body must be a JSON object, got {type(body).__name__}")
     return body
@@ -125,7 +142,7 @@ async def offer(request: web.Request) -> web.Response:
     mgr = manager(request)
     try:
         style, params = mgr.check_style(body.get("style", request.app[keys.CONFIG].default_style), body.get("params"))
-        check_offer(body["sdp"])  # reject garbage before a peer connection exists
+        check_offer(body["sdp"], request.app[keys.CONFIG].max_candidates)  # reject garbage before a peer exists
         session = mgr.create("browser", style, params)
     except SessionLimitError as exc:
         return json_error(503, str(exc), {"Retry-After": "10"})
@@ -144,6 +161,7 @@ async def offer(request: web.Request) -> web.Response:
 
 @routes.get("/api/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
+    """Every session with its id, i.e. its capability: the auth middleware admits only the admin token."""
     return web.json_response({"sessions": [s.to_json() for s in manager(request).sessions.values()]})
 
 

@@ -16,3 +16,4 @@ ENGINE = web.AppKey("engine", Any)
 THUMBNAILS = web.AppKey("thumbnails", dict)  # style name -> rendered JPEG bytes
 METRICS = web.AppKey("metrics", Metrics)
 SESSIONS = web.AppKey("sessions", SessionManager)
+POLICY = web.AppKey("policy", Any)  # middleware.AccessPolicy (imported there; avoids a cycle)

@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugins", action="append", default=[], metavar="DIR",
                    help="plugin folder with model files (repeatable; the user plugin folder is always read)")
     from stylestream.plugins.backends import BACKENDS  # light: the table only
+    from stylestream.plugins.options import add_max_model_mb_argument
+
+    add_max_model_mb_argument(p)
 
     p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS.names()],
                    help="inference backend for neural styles (default: auto, the fastest available)")
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     for d in args.plugins:
         if not Path(d).is_dir():
             raise CLIError(f"--plugins {d}: no such folder")
-    plugins = discover_plugins([Path(d) for d in args.plugins])
+    plugins = discover_plugins([Path(d) for d in args.plugins], max_model_mb=args.max_model_mb)
     for err in plugins.errors:
         print(f"warning: skipped plugin: {err}", file=sys.stderr)
     try:

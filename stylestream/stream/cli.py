@@ -7,6 +7,9 @@ from pathlib import Path
 
 from stylestream.stream.config import VIDEO_CODECS, ServerConfig
 
+TOKEN_ENV = "STYLESTREAM_TOKEN"
+ADMIN_TOKEN_ENV = "STYLESTREAM_ADMIN_TOKEN"
+
 HELP = "serve the live-stylization page, WHIP ingest and WHEP playback over WebRTC"
 DESCRIPTION = """\
 Open http://HOST:PORT/ in a browser, allow the camera, pick a style: you see yourself stylized live.
@@ -29,8 +32,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto (default: auto)")
     p.add_argument("--max-side", type=int, default=None, metavar="N",
                    help="scale incoming frames down so the longer side is at most N pixels (aspect kept)")
-    p.add_argument("--token", default=None,
-                   help="require 'Authorization: Bearer TOKEN' on the API, WHIP, WHEP and /metrics")
+    auth = p.add_argument_group("access (see README: Security)")
+    auth.add_argument("--token", default=None,
+                      help="require 'Authorization: Bearer TOKEN' on the API, WHIP, WHEP and /metrics (also "
+                           f"${TOKEN_ENV} or --token-file, which keep it out of `ps`). Binding a non-loopback "
+                           "address without one generates a random token and prints the page URL carrying it")
+    auth.add_argument("--token-file", type=Path, default=None, metavar="FILE", help="read the token from FILE")
+    auth.add_argument("--no-auth", action="store_true",
+                      help="serve a non-loopback address with NO token: anyone who reaches the port can "
+                           "stream and watch")
+    auth.add_argument("--admin-token", default=None, metavar="TOKEN",
+                      help=f"a second token (or ${ADMIN_TOKEN_ENV}) that may list every session "
+                           "(GET /api/sessions); without it nobody can")
+    auth.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                      help="another name clients use for this server (Host header check against DNS "
+                           "rebinding), e.g. behind a proxy; '*' accepts any (repeatable)")
+    auth.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                      help="let pages from ORIGIN (https://player.example.org) call the API, WHIP and WHEP "
+                           "(repeatable; with a token every origin may, as pages must send it)")
+    auth.add_argument("--max-candidates", type=int, default=d.max_candidates, metavar="N",
+                      help="ICE candidates accepted per offer or trickle PATCH (default: %(default)s)")
+    auth.add_argument("--max-connections-per-ip", type=int, default=d.max_connections_per_ip, metavar="N",
+                      help="open HTTP connections per client address (default: %(default)s)")
     p.add_argument("--max-sessions", type=int, default=d.max_sessions, metavar="N",
                    help="most concurrent streams; more get 503 (default: %(default)s)")
     p.add_argument("--cert", type=Path, default=None, metavar="FILE", help="TLS certificate (PEM) for HTTPS")
@@ -45,20 +68,55 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style", default=d.default_style, help="style for peers that name none (default: %(default)s)")
 
 
+def read_token(args: argparse.Namespace) -> str | None:
+    """--token, else --token-file, else $STYLESTREAM_TOKEN."""
+    import os
+
+    from stylestream.cli import CLIError
+
+    given = [n for n, v in (("--token", args.token), ("--token-file", args.token_file)) if v]
+    if len(given) > 1:
+        raise CLIError("give the token once: --token or --token-file")
+    if args.token_file:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CLIError(f"cannot read --token-file {args.token_file}: {exc}") from None
+        if not token:
+            raise CLIError(f"--token-file {args.token_file} is empty")
+        return token
+    return args.token or os.environ.get(TOKEN_ENV) or None
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    import os
+
     return ServerConfig(
         host=args.host, port=args.port, plugin_dirs=list(args.plugins), backend=args.backend,
-        device=args.device, max_side=args.max_side, token=args.token, max_sessions=args.max_sessions,
-        cert=args.cert, key=args.key, ice_servers=list(args.ice_server), codec=args.codec,
-        max_bitrate_kbps=args.max_bitrate, default_style=args.style,
+        device=args.device, max_side=args.max_side, token=read_token(args), no_auth=args.no_auth,
+        admin_token=args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None,
+        allowed_hosts=list(args.allowed_host), cors_origins=list(args.cors_origin),
+        max_candidates=args.max_candidates, max_connections_per_ip=args.max_connections_per_ip,
+        max_sessions=args.max_sessions, cert=args.cert, key=args.key, ice_servers=list(args.ice_server),
+        codec=args.codec, max_bitrate_kbps=args.max_bitrate, default_style=args.style,
     )  # fmt: skip
 
 
+def secure_by_default(config: ServerConfig) -> bool:
+    """A server other machines can reach is never open by accident: with no token and no --no-auth, make
+    one up (the page URL printed at start carries it, as notebook servers do). True if generated."""
+    import secrets
+
+    if config.loopback_only or config.token or config.no_auth:
+        return False
+    config.token = secrets.token_urlsafe(24)
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
+    import asyncio
     import logging
     import ssl
-
-    from aiohttp import web
 
     from stylestream.cli import CLIError
     from stylestream.registry import UnknownNameError
@@ -66,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from stylestream.stream.server import create_app
 
     config = config_from_args(args)
+    generated = secure_by_default(config)
     try:
         app = create_app(config)
     except (ValueError, UnknownNameError) as exc:
@@ -80,18 +139,50 @@ def run(args: argparse.Namespace) -> int:
             ssl_context.load_cert_chain(config.cert, config.key)
         except (ssl.SSLError, OSError) as exc:
             raise CLIError(f"cannot load --cert/--key: {exc}") from None
-    scheme = "https" if ssl_context else "http"
-    host = "localhost" if config.host in ("127.0.0.1", "::1") else config.host
-    print(f"stylestream: {len(plugins.names())} styles ({', '.join(plugins.names())})")
-    print(f"stylestream: open {scheme}://{host}:{config.port}/  (WHIP: {scheme}://{host}:{config.port}/whip)")
-    if config.token:
-        print("stylestream: a token is required (the page asks for it)")
     if args.verbose < 2:  # per-request and per-ICE-check lines only with -vv
         for name in ("aiohttp.access", "aioice", "aiortc"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    print(f"stylestream: {len(plugins.names())} styles ({', '.join(plugins.names())})", flush=True)
     try:
-        # run_app turns SIGINT/SIGTERM into a clean shutdown: on_shutdown closes every peer connection.
-        web.run_app(app, host=config.host, port=config.port, ssl_context=ssl_context, print=None)
+        asyncio.run(_serve(app, config, ssl_context, generated))
     except OSError as exc:
-        raise CLIError(f"cannot listen on {config.host}:{config.port}: {exc}") from None
+        raise CLIError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
     return 0
+
+
+async def _serve(app, config: ServerConfig, ssl_context, generated_token: bool) -> None:
+    """Bind, then say where to go (only once the port is ours), then serve until SIGINT/SIGTERM; the
+    app's on_shutdown closes every peer connection."""
+    import asyncio
+    import signal
+
+    from stylestream.stream import listener
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    listening = await listener.start(app, config, ssl_context=ssl_context)
+    try:
+        scheme = "https" if ssl_context else "http"
+        host = "localhost" if config.loopback_only else config.host
+        if host in ("0.0.0.0", "::"):
+            import socket
+
+            host = socket.gethostname()
+        base = f"{scheme}://{host if ':' not in host else f'[{host}]'}:{listening.port}"
+        if generated_token:
+            print(f"stylestream: no --token given for {config.host}, so one was generated: open\n"
+                  f"    {base}/#token={config.token}\n"
+                  f"  (WHIP: {base}/whip with 'Authorization: Bearer {config.token}'; "
+                  f"set ${TOKEN_ENV} or --token-file to keep one across restarts)", flush=True)  # fmt: skip
+        else:
+            print(f"stylestream: open {base}/  (WHIP: {base}/whip)", flush=True)
+            if config.token:
+                print("stylestream: a token is required (the page asks for it)", flush=True)
+            elif config.no_auth and not config.loopback_only:
+                print(f"stylestream: WARNING: --no-auth: anyone who can reach {config.host}:{listening.port} "
+                      "can stream through this server and watch its sessions", flush=True)  # fmt: skip
+        await stop.wait()
+    finally:
+        await listening.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,11 @@ class ServerConfig:
     backend: str = "auto"
     device: str = "auto"
     max_side: int | None = None
-    token: str | None = None
+    token: str | None = None  # required on the API, WHIP, WHEP and /metrics when set
+    no_auth: bool = False  # the user's explicit choice to serve a non-loopback address with no token
+    admin_token: str | None = None  # needed to list every session (GET /api/sessions)
+    allowed_hosts: list[str] = field(default_factory=list)  # extra names for the Host check ("*": any)
+    cors_origins: list[str] = field(default_factory=list)  # origins whose pages may call the server
     max_sessions: int = 8
     max_viewers: int = 4  # WHEP viewers per session
     cert: Path | None = None
@@ -33,12 +38,45 @@ class ServerConfig:
     max_bitrate_kbps: int | None = None
     default_style: str = "original"
     max_body_bytes: int = 256 * 1024  # an SDP is a few KiB; anything near this is not one
+    max_candidates: int = 50  # ICE candidates per offer / per trickle PATCH (a browser sends < 20)
+    max_connections_per_ip: int = 64  # open HTTP connections from one client address
+    header_timeout_s: float = 10.0  # a connection whose request head has not arrived by then is closed
+    body_timeout_s: float = 10.0  # same for a request body (slow uploads hold a connection)
     connect_timeout_s: float = 30.0  # a session whose peer never connects is closed after this
     disconnect_grace_s: float = 5.0  # ICE "disconnected" may recover; "failed" closes at once
+
+    @property
+    def loopback_only(self) -> bool:
+        """True when only this machine can reach the server (the bound address is a loopback one)."""
+        return is_loopback(self.host)
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.token)
 
     def validate(self) -> None:
         """Raise ValueError with a user-facing message for inconsistent settings."""
         VIDEO_CODECS.entry(self.codec)  # UnknownNameError lists the codecs
+        if self.token is not None and not self.token.strip():
+            raise ValueError("the token is empty: give a non-empty --token, or --no-auth for an open server")
+        if self.token and self.no_auth:
+            raise ValueError("--no-auth and a token contradict each other: give one of them")
+        if not self.loopback_only and not self.token and not self.no_auth:
+            raise ValueError(
+                f"refusing to serve {self.host} (reachable from other machines) without a token: give --token, "
+                "--token-file or $STYLESTREAM_TOKEN, or --no-auth to serve everyone who can reach the port"
+            )
+        if self.admin_token is not None and len(self.admin_token) < 16:
+            raise ValueError("--admin-token must be at least 16 characters (it can list and end every session)")
+        if self.admin_token and self.admin_token == self.token:
+            raise ValueError("--admin-token must differ from --token (every user has the token)")
+        for origin in self.cors_origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"--cors-origin {origin!r} must be an origin like https://player.example.org")
+        if self.max_candidates < 1:
+            raise ValueError(f"--max-candidates must be at least 1, got {self.max_candidates}")
+        if self.max_connections_per_ip < 1:
+            raise ValueError(f"--max-connections-per-ip must be at least 1, got {self.max_connections_per_ip}")
         if (self.cert is None) != (self.key is None):
             raise ValueError("--cert and --key go together: give both to serve HTTPS, or neither")
         for p in (self.cert, self.key):
@@ -53,3 +91,13 @@ class ServerConfig:
         for url in self.ice_servers:
             if not url.split(":", 1)[0] in ("stun", "stuns", "turn", "turns"):
                 raise ValueError(f"ICE server {url!r} must start with stun:, stuns:, turn: or turns:")
+
+
+def is_loopback(host: str) -> bool:
+    """'localhost', 127.0.0.0/8 and ::1; anything else (a name, 0.0.0.0, a LAN address) is reachable."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

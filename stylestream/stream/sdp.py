@@ -23,12 +23,26 @@ class OfferSummary:
     has_candidates: bool
 
 
-def check_offer(sdp: object) -> OfferSummary:
-    """Parse an offer and say what it carries, or raise SDPError."""
+MAX_MEDIA_SECTIONS = 16  # a camera offer has 1-3 (video, audio, data); each one costs a transport
+
+
+def count_candidates(sdp: str) -> int:
+    return sum(1 for line in sdp.splitlines() if line.startswith("a=candidate:"))
+
+
+def check_offer(sdp: object, max_candidates: int = 50) -> OfferSummary:
+    """Parse an offer and say what it carries, or raise SDPError. The counts are checked before parsing:
+    thousands of candidates would block the event loop while parsed and then be probed one by one."""
     if not isinstance(sdp, str) or not sdp.strip():
         raise SDPError("the SDP offer is missing or empty")
     if not sdp.lstrip().startswith("v=0"):
         raise SDPError("malformed SDP: an SDP offer starts with 'v=0'")
+    n = count_candidates(sdp)
+    if n > max_candidates:
+        raise SDPError(f"the offer carries {n} ICE candidates; at most {max_candidates} are accepted")
+    sections = sum(1 for line in sdp.splitlines() if line.startswith("m="))
+    if sections > MAX_MEDIA_SECTIONS:
+        raise SDPError(f"the offer has {sections} media sections; at most {MAX_MEDIA_SECTIONS} are accepted")
     try:
         desc = SessionDescription.parse(sdp)
     except Exception as exc:  # noqa: BLE001 - aiortc's parser raises assorted errors on garbage

@@ -15,7 +15,7 @@ from stylestream.stream import api, whip
 from stylestream.stream import appkeys as keys
 from stylestream.stream.config import ServerConfig
 from stylestream.stream.metrics import CONTENT_TYPE, Metrics
-from stylestream.stream.middleware import cors, errors_as_json, make_auth
+from stylestream.stream.middleware import MIDDLEWARES, AccessPolicy
 from stylestream.stream.sessions import SessionManager
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,10 @@ def create_app(config: ServerConfig | None = None, *, plugins: Any = None, engin
     if config.max_bitrate_kbps:
         set_max_bitrate(config.max_bitrate_kbps)
 
-    app = web.Application(
-        middlewares=[cors, errors_as_json, make_auth(config.token)], client_max_size=config.max_body_bytes
-    )
+    app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=config.max_body_bytes)
     metrics = Metrics()
     app[keys.CONFIG] = config
+    app[keys.POLICY] = AccessPolicy(config)
     app[keys.PLUGINS] = plugins
     app[keys.ENGINE] = engine
     app[keys.THUMBNAILS] = {}
@@ -68,6 +67,7 @@ def create_app(config: ServerConfig | None = None, *, plugins: Any = None, engin
     app.router.add_get("/", page("index.html"))
     app.router.add_get("/view/{sid}", page("view.html"))
     app.router.add_static("/static", STATIC)
+    app.router.add_get("/favicon.ico", no_favicon)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_text)
     app.add_routes(api.routes)
@@ -93,6 +93,10 @@ def page(name: str):
         return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
 
     return handler
+
+
+async def no_favicon(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})  # browsers ask; say "none"
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -50,8 +50,9 @@ class SessionLimitError(RuntimeError):
 
 
 def new_peer_connection(config: ServerConfig) -> RTCPeerConnection:
-    servers = [ice_server(u) for u in config.ice_servers]
-    return RTCPeerConnection(RTCConfiguration(iceServers=servers) if servers else None)
+    """Exactly the ICE servers the user gave: none by default. (aiortc fills in a third party's public STUN
+    server when given None, which would announce every session to it.)"""
+    return RTCPeerConnection(RTCConfiguration(iceServers=[ice_server(u) for u in config.ice_servers]))
 
 
 async def drain(track: MediaStreamTrack) -> None:
@@ -65,7 +66,8 @@ async def drain(track: MediaStreamTrack) -> None:
 
 class Session:
     def __init__(self, manager: SessionManager, kind: str, style: str, params: dict[str, float]) -> None:
-        self.id = secrets.token_urlsafe(16)  # also the WHIP resource: hard to guess on purpose
+        # 128 bits: the id is the session's capability (WHIP resource, WHEP, /view link), listed only to the admin
+        self.id = secrets.token_urlsafe(16)
         self.manager = manager
         self.kind = kind  # "browser" | "whip"
         self.style = style
@@ -159,7 +161,7 @@ class Session:
     def add_viewer(self) -> tuple[str, RTCPeerConnection]:
         if len(self.viewers) >= self.manager.config.max_viewers:
             raise SessionLimitError(f"session already has {len(self.viewers)} viewers (the limit)")
-        vid = secrets.token_urlsafe(12)
+        vid = secrets.token_urlsafe(16)  # 128 bits: the viewer's resource URL is its capability
         pc = new_peer_connection(self.manager.config)
         self.viewers[vid] = pc
         self.manager.metrics.viewers.inc()

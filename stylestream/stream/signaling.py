@@ -19,7 +19,7 @@ async def answer_publisher(session: Session, sdp: str, send_back: bool) -> str:
     """Accept the peer's camera on `session.pc`; with `send_back` the stylized video returns on the same
     connection (the page), otherwise it is only for WHEP viewers (WHIP). Returns the answer SDP."""
     config: ServerConfig = session.manager.config
-    summary = check_offer(sdp)
+    summary = check_offer(sdp, config.max_candidates)
     if send_back and summary.video_directions[0] != "sendrecv":
         raise SDPError(
             f"the offer's video is {summary.video_directions[0]}; the page must send its camera and "
@@ -37,13 +37,13 @@ async def answer_publisher(session: Session, sdp: str, send_back: bool) -> str:
         raise SDPError("the offer carries no video track to stylize")
     if send_back:
         transceiver.sender.replaceTrack(session.output_track())
-    await pc.setLocalDescription(await pc.createAnswer())
+    await _answer(pc)
     return with_bitrate(pc.localDescription.sdp, config.max_bitrate_kbps)
 
 
 async def answer_viewer(session: Session, sdp: str) -> tuple[str, str]:
     """A WHEP viewer of `session`'s stylized output. Returns (viewer id, answer SDP)."""
-    summary = check_offer(sdp)
+    summary = check_offer(sdp, session.manager.config.max_candidates)
     if summary.video_directions[0] not in ("recvonly", "sendrecv"):
         raise SDPError(f"a WHEP offer must receive video, but its video is {summary.video_directions[0]}")
     vid, pc = session.add_viewer()
@@ -51,7 +51,7 @@ async def answer_viewer(session: Session, sdp: str) -> tuple[str, str]:
         transceiver = pc.addTransceiver(session.output_track(), direction="sendonly")
         prefer_codec(transceiver, session.manager.config.codec)
         await _set_offer(pc, sdp)
-        await pc.setLocalDescription(await pc.createAnswer())
+        await _answer(pc)
     except BaseException:
         await session.remove_viewer(vid)
         raise
@@ -65,6 +65,16 @@ async def _set_offer(pc, sdp: str) -> None:
         raise
     except Exception as exc:  # noqa: BLE001 - aiortc: ValueError, OperationError, InvalidAccessError ...
         raise SDPError(f"cannot use this offer: {exc.__class__.__name__}: {exc}") from None
+
+
+async def _answer(pc) -> None:
+    """Create and apply the answer. aiortc accepts some offers it then cannot answer (a media section
+    with no direction, a BUNDLE group naming absent mids): that is the offer's fault, so a 400."""
+    try:
+        await pc.setLocalDescription(await pc.createAnswer())
+    except Exception as exc:  # noqa: BLE001 - aiortc: ValueError, AttributeError, InvalidStateError ...
+        log.info("cannot answer an offer: %s: %s", exc.__class__.__name__, exc)
+        raise SDPError(f"cannot answer this offer: {exc.__class__.__name__}: {exc}") from None
 
 
 def _control_channel(session: Session, channel) -> None:

@@ -10,9 +10,9 @@ from aiortc.sdp import candidate_from_sdp
 
 from stylestream.registry import UnknownNameError
 from stylestream.stream import appkeys as keys
-from stylestream.stream.api import manager, session_or_404
+from stylestream.stream.api import manager, read_body, session_or_404
 from stylestream.stream.middleware import json_error
-from stylestream.stream.sdp import SDPError, ice_server_json
+from stylestream.stream.sdp import SDPError, count_candidates, ice_server_json
 from stylestream.stream.sessions import SessionLimitError
 from stylestream.stream.signaling import answer_publisher, answer_viewer
 
@@ -23,11 +23,7 @@ SDPFRAG = "application/trickle-ice-sdpfrag"
 
 
 async def read_sdp(request: web.Request) -> str:
-    if request.content_type != SDP:
-        raise web.HTTPUnsupportedMediaType(
-            text=f"send the offer as Content-Type: {SDP} (got {request.content_type or 'none'})"
-        )
-    raw = await request.read()
+    raw = await read_body(request, SDP)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -93,17 +89,23 @@ async def whip_delete(request: web.Request) -> web.Response:
 
 @routes.patch("/whip/{sid}")
 async def whip_trickle(request: web.Request) -> web.Response:
-    """Trickle ICE: add the client's late candidates. ICE restarts are not supported (start anew)."""
     s = session_or_404(request)
-    if request.content_type != SDPFRAG:
-        raise web.HTTPUnsupportedMediaType(text=f"PATCH takes Content-Type: {SDPFRAG}")
+    return await trickle(request, s.pc, s.id)
+
+
+async def trickle(request: web.Request, pc, etag: str) -> web.Response:
+    """Trickle ICE (RFC 9725 §4.3): add the client's late candidates to `pc`. ICE restarts are not
+    supported (422: start anew)."""
     match = request.headers.get("If-Match")
-    if match not in (None, "*", f'"{s.id}"'):
-        raise web.HTTPPreconditionFailed(text="If-Match does not match this session's ETag")
-    frag = (await request.read()).decode("utf-8", errors="replace")
-    remote = s.pc.remoteDescription.sdp if s.pc.remoteDescription else ""
+    if match not in (None, "*", f'"{etag}"'):
+        raise web.HTTPPreconditionFailed(text="If-Match does not match this resource's ETag")
+    frag = (await read_body(request, SDPFRAG)).decode("utf-8", errors="replace")
+    limit = request.app[keys.CONFIG].max_candidates
+    if count_candidates(frag) > limit:
+        raise web.HTTPBadRequest(text=f"too many ICE candidates in one PATCH (limit {limit}, --max-candidates)")
+    remote = pc.remoteDescription.sdp if pc.remoteDescription else ""
     if set(re.findall(r"a=ice-ufrag:(\S+)", frag)) - set(re.findall(r"a=ice-ufrag:(\S+)", remote)):
-        return json_error(422, "ICE restart is not supported; DELETE this session and publish again")
+        return json_error(422, "ICE restart is not supported; DELETE this resource and start again")
     mid = None
     for line in frag.splitlines():
         if line.startswith("a=mid:"):
@@ -115,7 +117,10 @@ async def whip_trickle(request: web.Request) -> web.Response:
                 raise web.HTTPBadRequest(text=f"malformed candidate line: {line[:80]!r}") from None
             cand.sdpMid = mid
             cand.sdpMLineIndex = None if mid is not None else 0
-            await s.pc.addIceCandidate(cand)
+            try:
+                await pc.addIceCandidate(cand)
+            except Exception as exc:  # noqa: BLE001 - e.g. an unknown mid, a closed connection
+                raise web.HTTPBadRequest(text=f"cannot use candidate {line[:80]!r}: {exc}") from None
     return web.Response(status=204)
 
 
@@ -135,6 +140,21 @@ async def whep_play(request: web.Request) -> web.Response:
     except SDPError as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
     return created(f"/whep/{s.id}/{vid}", vid, answer, request)
+
+
+@routes.options("/whep/{sid}/{vid}")
+async def whep_resource_options(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers={"Accept-Patch": SDPFRAG})
+
+
+@routes.patch("/whep/{sid}/{vid}")
+async def whep_trickle(request: web.Request) -> web.Response:
+    s = session_or_404(request)
+    vid = request.match_info["vid"]
+    pc = s.viewers.get(vid)
+    if pc is None:
+        raise web.HTTPNotFound(text="no such viewer in this session")
+    return await trickle(request, pc, vid)
 
 
 @routes.delete("/whep/{sid}/{vid}")

@@ -12,14 +12,21 @@ from pathlib import Path
 
 import av
 import numpy as np
-from aiohttp import ClientSession, web
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiohttp import ClientSession
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from stylestream.stream import listener
 from stylestream.stream.config import ServerConfig
 from stylestream.stream.server import create_app
 
 TIME_BASE = fractions.Fraction(1, 90000)
+
+
+def peer_connection() -> RTCPeerConnection:
+    """A client peer with NO ICE servers: aiortc would otherwise add a third party's public STUN server
+    and contact it from every test."""
+    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
 
 def load_clip(path: Path, size: tuple[int, int] = (320, 240), limit: int = 90) -> list[np.ndarray]:
@@ -101,16 +108,13 @@ def match_pts(sent_pts: list[int], received_pts: list[int]) -> list[int] | None:
 @asynccontextmanager
 async def running_server(config: ServerConfig | None = None, **kw):
     """Yields (base_url, app) for an app served on a free port in this event loop."""
-    app = create_app(config or ServerConfig(include_user_plugins=False), **kw)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    config = config or ServerConfig(include_user_plugins=False)
+    app = create_app(config, **kw)
+    listening = await listener.start(app, config, port=0)  # the listener `stylestream serve` uses
     try:
-        yield f"http://127.0.0.1:{port}", app
+        yield f"http://127.0.0.1:{listening.port}", app
     finally:
-        await runner.cleanup()
+        await listening.close()
 
 
 async def wait_gathered(pc: RTCPeerConnection) -> None:
@@ -122,7 +126,7 @@ class Peer:
     """A browser-like client: sends `track`, receives the stylized video on the same connection."""
 
     def __init__(self, track: MediaStreamTrack | None) -> None:
-        self.pc = RTCPeerConnection()
+        self.pc = peer_connection()
         self.track = track
         self.received = Received()
         self.session: str | None = None

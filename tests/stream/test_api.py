@@ -10,15 +10,18 @@ from aiortc import RTCPeerConnection, VideoStreamTrack
 
 from stylestream.stream.appkeys import SESSIONS
 from stylestream.stream.config import ServerConfig
-from tests.stream.rtc_client import running_server, wait_gathered
+from tests.stream.rtc_client import peer_connection, running_server, wait_gathered
 
 
 async def real_offer() -> tuple[RTCPeerConnection, str]:
-    pc = RTCPeerConnection()
+    pc = peer_connection()
     pc.addTransceiver(VideoStreamTrack(), direction="sendrecv")
     await pc.setLocalDescription(await pc.createOffer())
     await wait_gathered(pc)
     return pc, pc.localDescription.sdp
+
+
+JSON = {"Content-Type": "application/json"}
 
 
 def test_bad_input_corpus_gets_4xx_json_and_server_stays_healthy():
@@ -28,8 +31,9 @@ def test_bad_input_corpus_gets_4xx_json_and_server_stays_healthy():
             recv_only = sdp.replace("a=sendrecv", "a=recvonly")
             garbage = "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/zzz\r\n"
             cases = [  # (method, path, kwargs, expected status, words the message must contain)
-                ("POST", "/api/offer", {"data": b"{not json"}, 400, "not valid JSON"),
-                ("POST", "/api/offer", {"data": b"\xff\xfe\x00"}, 400, "not valid JSON"),
+                ("POST", "/api/offer", {"data": b"{not json", "headers": JSON}, 400, "not valid JSON"),
+                ("POST", "/api/offer", {"data": b"\xff\xfe\x00", "headers": JSON}, 400, "not valid JSON"),
+                ("POST", "/api/offer", {"data": b"{}"}, 415, "application/json"),
                 ("POST", "/api/offer", {"json": [1, 2]}, 400, "JSON object"),
                 ("POST", "/api/offer", {"json": {"type": "offer"}}, 400, "missing field"),
                 ("POST", "/api/offer", {"json": {"sdp": sdp}}, 400, "missing field"),
@@ -41,7 +45,7 @@ def test_bad_input_corpus_gets_4xx_json_and_server_stays_healthy():
                 ("POST", "/api/offer", {"json": {"sdp": sdp, "type": "offer", "style": "nope"}}, 400, "edges"),
                 ("POST", "/api/offer", {"json": {"sdp": sdp, "type": "offer", "style": "edges",
                                                  "params": {"strength": "x"}}}, 400, "must be a number"),
-                ("POST", "/api/offer", {"data": b"x" * (8 << 20)}, 413, "too large"),
+                ("POST", "/api/offer", {"data": b"x" * (8 << 20), "headers": JSON}, 413, "too large"),
                 ("GET", "/api/sessions/nope", {}, 404, "no session"),
                 ("PATCH", "/api/sessions/nope", {"json": {"style": "edges"}}, 404, "no session"),
                 ("DELETE", "/api/sessions/nope", {}, 404, "no session"),
@@ -78,8 +82,9 @@ def test_bad_input_corpus_gets_4xx_json_and_server_stays_healthy():
                     assert r.status == 400 and words in (await r.json())["error"], body
             async with http.patch(f"{base}/api/sessions/{sid}", json={"params": {"strength": 7}}) as r:
                 assert (await r.json())["params"] == {"strength": 1.0}  # clamped to the declared range
-            async with http.get(f"{base}/api/sessions") as r:
-                assert [s["id"] for s in (await r.json())["sessions"]] == [sid]
+            async with http.get(f"{base}/api/sessions") as r:  # every session id: only for an --admin-token
+                assert r.status == 403 and "--admin-token" in (await r.json())["error"]
+            assert list(app[SESSIONS].sessions) == [sid]
             async with http.delete(f"{base}/api/sessions/{sid}") as r:
                 assert r.status == 200
             async with http.get(f"{base}/api/sessions/{sid}") as r:
@@ -94,7 +99,7 @@ def test_token_is_required_on_api_whip_whep_and_metrics():
         cfg = ServerConfig(include_user_plugins=False, token="s3cret")
         async with running_server(cfg) as (base, _app), ClientSession() as http:
             good = {"Authorization": "Bearer s3cret"}
-            for method, path in [("GET", "/api/styles"), ("GET", "/api/sessions"), ("POST", "/api/offer"),
+            for method, path in [("GET", "/api/styles"), ("GET", "/api/sessions/x"), ("POST", "/api/offer"),
                                  ("POST", "/whip"), ("POST", "/whep/x"), ("DELETE", "/whip/x"), ("GET", "/metrics")]:
                 for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
                     async with http.request(method, base + path, headers=headers) as r:

@@ -16,9 +16,17 @@ from aiortc.mediastreams import AudioStreamTrack
 
 from stylestream.plugins import Engine, discover_plugins
 from stylestream.stream.config import ServerConfig
-from tests.stream.rtc_client import ClipTrack, Received, mean_abs, running_server, wait_gathered
+from tests.stream.rtc_client import (
+    ClipTrack,
+    Received,
+    mean_abs,
+    peer_connection,
+    running_server,
+    wait_gathered,
+)
 
 TOKEN = "obs-secret-token"
+ADMIN = "obs-admin-token-0123456789"  # the operator's: lists sessions to find the one OBS started
 STYLE = "sketch"  # grey pencil strokes: easy to tell from the colour frames OBS sends
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
@@ -29,7 +37,7 @@ class OBSPublisher:
     """What OBS 30.2+ sends to a WHIP server."""
 
     def __init__(self, frames: list[np.ndarray]) -> None:
-        self.pc = RTCPeerConnection()
+        self.pc = peer_connection()
         self.video = ClipTrack(frames)
         vt = self.pc.addTransceiver(self.video, direction="sendonly")
         vt.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
@@ -61,7 +69,7 @@ def video_codecs(sdp: str) -> set[str]:
 
 
 async def whep_viewer(http: ClientSession, base: str, sid: str) -> tuple[RTCPeerConnection, Received, str]:
-    pc = RTCPeerConnection()
+    pc = peer_connection()
     received = Received()
     tasks = []
     pc.on("track", lambda t: tasks.append(asyncio.ensure_future(received.consume(t))))
@@ -107,7 +115,7 @@ async def play_view_page(url: str) -> dict:
 def test_obs_whip_publish_whep_view_and_delete(clip):
     ref = Engine(discover_plugins(include_user_dir=False))
     stylized = [ref.process(STYLE, f[None])[0] for f in clip]
-    config = ServerConfig(include_user_plugins=False, token=TOKEN)
+    config = ServerConfig(include_user_plugins=False, token=TOKEN, admin_token=ADMIN)
 
     async def main() -> dict:
         async with running_server(config) as (base, _app), ClientSession() as http:
@@ -138,6 +146,8 @@ def test_obs_whip_publish_whep_view_and_delete(clip):
             await wait_for(lambda: obs.pc.connectionState == "connected", 20, "the OBS connection")
 
             async with http.get(f"{base}/api/sessions", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+                assert r.status == 401, "the users' token must not list everyone's sessions"
+            async with http.get(f"{base}/api/sessions", headers={"Authorization": f"Bearer {ADMIN}"}) as r:
                 listed = await r.json()
             sid = location.rsplit("/", 1)[1]
             assert sid in str(listed)
@@ -206,13 +216,14 @@ def test_browser_source_on_the_servers_page():
                                message: document.getElementById('message').hidden ? null
                                         : document.getElementById('message').textContent})"""
                 )
-                async with http.get(f"{base}/api/sessions") as r:
-                    state["sessions"] = (await r.json())["sessions"]
+                sid = await page.evaluate("window.stylestream.session")
+                async with http.get(f"{base}/api/sessions/{sid}") as r:
+                    state["session"] = await r.json()
                 return state
             finally:
                 await browser.close()
 
     state = asyncio.run(main())
     assert state["w"] > 0 and state["message"] in (None, ""), state
-    (session,) = state["sessions"]
+    session = state["session"]
     assert session["state"] == "connected" and session["frames_out"] > 0, session

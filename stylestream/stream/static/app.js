@@ -2,6 +2,16 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+
+// A URL like http://host:8080/#token=... (printed by the server) carries the token after '#', which
+// browsers never send; keep it for this tab and take it out of the address bar and history.
+(() => {
+  const fromUrl = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromUrl) {
+    sessionStorage.setItem("stylestream-token", fromUrl);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+})();
 const state = { token: sessionStorage.getItem("stylestream-token") || "", config: null, styles: [],
   style: null, params: {}, pc: null, stream: null, session: null, statsTimer: null, errorsShown: new Set() };
 window.stylestream = state; // for debugging and tests

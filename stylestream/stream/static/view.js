@@ -6,7 +6,10 @@
   const token = new URLSearchParams(location.hash.slice(1)).get("token");
   const msg = document.getElementById("message");
   const fail = (text) => { msg.textContent = text; msg.hidden = false; };
-  const pc = new RTCPeerConnection();
+  const auth = token ? { Authorization: `Bearer ${token}` } : {};
+  // The server's ICE servers (none unless its operator configured some): never a browser default.
+  const config = await fetch("/api/config", { headers: auth }).then((r) => (r.ok ? r.json() : {})).catch(() => ({}));
+  const pc = new RTCPeerConnection({ iceServers: config.iceServers || [] });
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.ontrack = (ev) => { document.getElementById("output").srcObject = new MediaStream([ev.track]); };
   await pc.setLocalDescription(await pc.createOffer());
@@ -15,8 +18,7 @@
     pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
     setTimeout(resolve, 2000);
   });
-  const headers = { "Content-Type": "application/sdp" };
-  if (token) headers.Authorization = `Bearer ${token}`;
+  const headers = Object.assign({ "Content-Type": "application/sdp" }, auth);
   let resp;
   try {
     resp = await fetch(`/whep/${sid}`, { method: "POST", headers, body: pc.localDescription.sdp });
