@@ -15,3 +15,14 @@ def media() -> Path:
     if not MEDIA.is_dir():
         pytest.fail(f"test media not found at {MEDIA} (expected ../shared/media beside the checkout)")
     return MEDIA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loopback_ice():
+    """Server and clients run on this machine: their ICE candidates stay on loopback, so no test sends
+    media to the machine's network address (stylestream serve --ice-interface lo does the same)."""
+    from stylestream.stream import network
+
+    network.use_interfaces(["lo"])
+    yield
+    network.use_interfaces([])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -48,11 +47,7 @@ def write_card(path: Path, card: dict[str, Any]) -> None:
     card = {"exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **card}
     text = json.dumps(_jsonable(card), indent=2, sort_keys=False) + "\n"
 
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; cards are meant to be read by servers and people
-
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))  # mode: 0666 less the umask
 
 
 def read_card(path: Path) -> dict[str, Any]:

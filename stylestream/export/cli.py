@@ -16,6 +16,7 @@ DESCRIPTION = HELP + (
     "\nnon-zero exit and no file left behind, when its PSNR is below the format's floor"
     f" ({', '.join(f'{k} {v:g} dB' for k, v in FLOORS.items())})."
     "\nA model card OUT.json (name, title, thumbnail, format, source, verification) is written beside it."
+    "\nA full or read-only output disk is exit 2 with nothing left behind."
 )
 EPILOG = "formats:\n" + FORMATS.help_text() + """
   all            every format into the folder -o OUT_DIR (skips what this machine or command cannot do)
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from stylestream.export.exporter import ExportResult, export, export_all
     from stylestream.export.formats import ExportError, VerificationError
     from stylestream.export.options import ExportOptions
+    from stylestream.models.io import WriteError
 
     opts = ExportOptions(
         opset=args.opset, static=args.static, batch=args.batch, precision=args.precision,
@@ -123,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except ExportError as exc:
         raise CLIError(str(exc)) from None
+    except WriteError as exc:  # the disk, not the model: nothing was kept
+        raise CLIError(exc.line("--output")) from None
     for r in results:
         _print_result(r)
         if r.card:

@@ -1,14 +1,20 @@
 """Export one model to one format (or all of them): build in a scratch folder beside the output,
 verify against PyTorch, and only then move the file into place and write its card. A failed
-verification leaves nothing that looks like a good export (only OUT.rejected.png to look at)."""
+verification leaves nothing that looks like a good export (only OUT.rejected.png to look at).
+
+The scratch folder is `.stylestream-export-<pid>-<random>`, so a later export can remove one that a
+killed export left; what is moved out of it gets the modes open()/mkdir() would give (0666/0777 less
+the umask). A full or read-only disk raises WriteError and leaves no scratch folder, no half export."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +22,7 @@ from typing import Any
 from stylestream.export.card import base_name, card_path, write_card
 from stylestream.export.formats import FORMATS, ExportError, Format, VerificationError
 from stylestream.export.options import ExportJob, ExportOptions
+from stylestream.models.io import EXPORT_TMP_PREFIX, WriteError, apply_file_modes, remove_stale_temps, writing
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,7 @@ def _verification_frames(options: ExportOptions) -> tuple[list[Any], str]:
 def _install(src: Path, dest: Path) -> None:
     """Move a finished artefact into place; a folder replaces the old one only once complete."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    apply_file_modes(src)  # the scratch folder is 0700, and files made with mkstemp 0600
     if src.is_dir():
         old = dest.with_name(f".{dest.name}.old")
         if dest.exists():
@@ -85,12 +93,44 @@ def _install(src: Path, dest: Path) -> None:
         os.replace(src, dest)
 
 
+@contextlib.contextmanager
+def _scratch(dest: Path) -> Iterator[str]:
+    """The scratch folder beside `dest`, named with this pid; a write the disk refuses in it is a
+    WriteError, seen before the folder's cleanup frees the space."""
+    with writing(dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        scratch = tempfile.TemporaryDirectory(prefix=f"{EXPORT_TMP_PREFIX}{os.getpid()}-", dir=dest.parent)
+    remove_stale_temps(dest.parent)  # scratch folders and temp files of killed exports
+    with scratch as tmp, writing(dest):
+        yield tmp
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def export(model_path: str | Path, fmt_name: str, out: str | Path, options: ExportOptions | None = None,
            model: Any = None) -> ExportResult:  # fmt: skip
     """Export `model_path` (a stylestream model.pt) to `out` in format `fmt_name`.
 
     Raises ExportError on bad input or a missing dependency, VerificationError (nothing kept) when
-    the export is below its PSNR floor. For `triton`, `out` is the repository folder."""
+    the export is below its PSNR floor, WriteError (nothing kept) when the disk refuses a write. For
+    `triton`, `out` is the repository folder."""
+    installed: list[Path] = []
+    try:
+        with writing(out):  # thumbnails and comparison images are written outside the scratch folder
+            return _export(model_path, fmt_name, out, options, model, installed)
+    except WriteError:
+        for path in installed:  # a file without its card must not look like a good export
+            _remove(path)
+        raise
+
+
+def _export(model_path: str | Path, fmt_name: str, out: str | Path, options: ExportOptions | None, model: Any,
+            installed: list[Path]) -> ExportResult:  # fmt: skip
     t0 = time.perf_counter()
     options = options or ExportOptions()
     fmt = FORMATS[fmt_name]
@@ -109,9 +149,8 @@ def export(model_path: str | Path, fmt_name: str, out: str | Path, options: Expo
     else:
         name = options.name or out.stem
         dest = out
-    dest.parent.mkdir(parents=True, exist_ok=True)
 
-    with tempfile.TemporaryDirectory(prefix=".stylestream-export-", dir=dest.parent) as tmp:
+    with _scratch(dest) as tmp:
         workdir = Path(tmp)
         artifact = workdir / (name if folder else f"artifact{fmt.suffix}")
         job = ExportJob(model, model_path, options, workdir, artifact, name)
@@ -145,6 +184,7 @@ def export(model_path: str | Path, fmt_name: str, out: str | Path, options: Expo
                 )
 
         _install(artifact, dest)
+        installed.append(dest)
         dest.with_name(f"{dest.stem if not folder else dest.name}.rejected.png").unlink(missing_ok=True)
 
     card_file = card_path(dest)

@@ -28,7 +28,10 @@ def _read_image(path: Path) -> np.ndarray | None:
     import cv2
 
     data = np.fromfile(path, dtype=np.uint8)  # imdecode: no surprises with non-ASCII paths
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error:  # over OPENCV_IO_MAX_IMAGE_PIXELS (a decompression bomb): skipped like any unreadable file
+        return None
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

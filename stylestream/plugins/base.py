@@ -72,6 +72,7 @@ class StylePlugin:
     kind: ClassVar[str] = "filter"
     backend: ClassVar[str] = "opencv"
     thumbnail: Path | None = None
+    root: Path | None = None  # the plugin folder its files must stay inside; None: shipped as code
     extra_params: ClassVar[tuple[Param, ...]] = ()
 
     @property

@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from stylestream.plugins import discover_plugins
     from stylestream.plugins.neural import NeuralPlugin
 
-    plugins = discover_plugins(args.plugins, include_user_dir=not args.no_user_plugins)
+    plugins = discover_plugins(args.plugins, include_user_dir=not args.no_user_plugins,
+                               max_model_mb=args.max_model_mb)  # fmt: skip
     try:
         for p in plugins:
             if isinstance(p, NeuralPlugin):

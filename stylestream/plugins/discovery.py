@@ -7,7 +7,11 @@ A plugin folder holds
   SUBFOLDER/ without plugin.toml               -> scanned like the folder itself (e.g. an export dir).
 Broken plugins and name clashes are reported in `PluginSet.errors` (file + why) and skipped; they
 never stop the others from loading. The first source to claim a name keeps it: built-ins, then entry
-points, then folders in the order given, then the user folder."""
+points, then folders in the order given, then the user folder.
+
+Plugin folders are untrusted input: every path a plugin names (model files, thumbnail, card, ONNX
+external data) must resolve inside its own folder after symlinks, or the plugin is skipped; model
+files are checked by name, size and header only (modelfiles.py), their weights load on first use."""
 
 from __future__ import annotations
 
@@ -24,7 +28,10 @@ from typing import Any
 from stylestream.plugins.backends import FORMATS
 from stylestream.plugins.base import PluginInfo, StylePlugin
 from stylestream.plugins.filters import BUILTINS
+from stylestream.plugins.modelfiles import DEFAULT_MAX_MODEL_MB, ModelTooLarge, check_model_file
 from stylestream.plugins.neural import NeuralPlugin
+from stylestream.plugins.paths import OutsideFolder, confined
+from stylestream.plugins.thumbnails import load_thumbnail_bytes
 from stylestream.registry import Registry
 
 if sys.version_info >= (3, 11):
@@ -37,6 +44,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "stylestream.plugins"
 ENV_VAR = "STYLESTREAM_PLUGINS"
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+MAX_META_BYTES = 1024 * 1024  # plugin.toml / NAME.json
 
 
 def slugify(text: str) -> str:
@@ -144,140 +152,198 @@ def load_entry_points(plugins: PluginSet) -> None:
 # ---------------------------------------------------------------------------------------- folders
 
 
-def check_model_file(path: Path) -> None:
-    """Cheap validity check at discovery, so a corrupt file is reported up front, not on first frame."""
-    if path.stat().st_size == 0:
-        raise ValueError("empty file")
-    if path.suffix == ".pt":
-        from stylestream.models.io import read_model_file
+class _Skipped(Exception):
+    """A plugin was refused; the reason is already in PluginSet.errors."""
 
-        read_model_file(path)
-    elif path.suffix == ".onnx":
-        import onnx
 
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:  # noqa: BLE001 -- protobuf errors vary
-            raise ValueError(f"not a readable ONNX file ({type(exc).__name__})") from None
-        if len(model.graph.input) != 1 or len(model.graph.output) != 1:
-            raise ValueError("a style model needs exactly one input and one output")
+def _skip(plugins: PluginSet, where: Path, why: str) -> _Skipped:
+    plugins._error(where, why)
+    return _Skipped()
+
+
+def _confined(plugins: PluginSet, folder: Path, rel: Any, what: str, where: Path) -> Path:
+    """confined(), with a path outside the folder refusing the whole plugin: such a plugin is hostile."""
+    try:
+        return confined(folder, rel, what)
+    except ValueError as exc:  # OutsideFolder, or not a file name at all
+        raise _skip(plugins, where, f"{exc}; plugin skipped") from None
+
+
+def _read_small(path: Path, what: str) -> str:
+    """A card or plugin.toml: a few hundred bytes, so a huge one is refused rather than read."""
+    size = path.stat().st_size
+    if size > MAX_META_BYTES:
+        raise ValueError(f"{what} is {size} bytes, over the {MAX_META_BYTES // 1024} KiB limit")
+    return path.read_text(encoding="utf-8")
 
 
 def _read_card(path: Path) -> dict[str, Any]:
-    card = json.loads(path.read_text(encoding="utf-8"))
+    card = json.loads(_read_small(path, "model card"))
     if not isinstance(card, dict):
         raise ValueError("a model card must be a JSON object")  # noqa: TRY004 -- bad content, not a bad call
     return card
 
 
-def _thumbnail(base: Path, rel: Any, where: Path, plugins: PluginSet) -> Path | None:
+def _thumbnail(folder: Path, rel: Any, where: Path, plugins: PluginSet) -> Path | None:
+    """The style's thumbnail, or None (reason in errors) when it is missing or not an image; a path
+    outside the plugin folder refuses the plugin (_Skipped)."""
     if not rel:
         return None
-    thumb = (base / str(rel)).resolve()
-    if not thumb.is_file():
-        plugins._error(where, f"thumbnail {rel!r} not found (style loaded without it)")
+    try:
+        thumb = confined(folder, rel, "thumbnail")
+        if not thumb.is_file():
+            raise ValueError(f"thumbnail {rel!r} not found")
+        load_thumbnail_bytes(thumb)
+    except OutsideFolder as exc:
+        raise _skip(plugins, where, f"{exc}; plugin skipped") from None
+    except ValueError as exc:
+        plugins._error(where, f"{exc} (style loaded without it)")
         return None
     return thumb
 
 
-def _valid_models(models: dict[str, Path], plugins: PluginSet) -> dict[str, Path]:
+def _valid_models(folder: Path, models: dict[str, Path], plugins: PluginSet,
+                  max_mb: float) -> dict[str, Path]:  # fmt: skip
+    """The model files that pass the header check; a broken or oversized one is reported and dropped,
+    one that reaches outside the folder (a symlink, ONNX external data) refuses the plugin."""
     ok = {}
     for fmt, path in models.items():
+        _confined(plugins, folder, path.absolute(), "model", path)  # a symlink may point anywhere
         try:
-            check_model_file(path)
+            check_model_file(path, folder, max_mb)
             ok[fmt] = path
+        except OutsideFolder as exc:
+            raise _skip(plugins, path, f"{exc}; plugin skipped") from None
+        except ModelTooLarge as exc:
+            plugins._error(path, str(exc))
         except Exception as exc:  # noqa: BLE001 -- any broken file is reported, never fatal
             plugins._error(path, f"broken model file: {exc}")
     return ok
 
 
-def _scan_models(folder: Path, plugins: PluginSet) -> None:
+def _scan_models(folder: Path, plugins: PluginSet, max_mb: float) -> None:
     """Top-level model files of a folder, grouped by stem; NAME.json beside is the model card."""
     stems: dict[str, dict[str, Path]] = {}
     for f in sorted(folder.iterdir()):
         if f.is_file() and not f.name.startswith(".") and f.suffix in FORMATS:
             stems.setdefault(f.stem, {})[FORMATS[f.suffix]] = f
     for stem, models in stems.items():
-        card: dict[str, Any] = {}
-        card_path = folder / f"{stem}.json"
-        if card_path.is_file():
-            try:
-                card = _read_card(card_path)
-            except (OSError, ValueError) as exc:
-                plugins._error(card_path, f"unreadable model card ({exc}); style skipped")
-                continue
-        models = _valid_models(models, plugins)
-        if not models:
+        try:
+            _add_model_style(folder, stem, models, plugins, max_mb)
+        except _Skipped:
             continue
-        name = str(card.get("name") or slugify(stem))
-        thumb = _thumbnail(card_path.parent, card.get("thumbnail"), card_path, plugins)
-        exts = sorted(p.suffix[1:] for p in models.values())
-        source = str(folder / f"{stem}.{exts[0]}") if len(exts) == 1 else f"{folder / stem}.{{{','.join(exts)}}}"
-        plugins.add(NeuralPlugin(name, models, str(card.get("title") or ""), str(card.get("description") or ""),
-                                 thumb, card), source)  # fmt: skip
 
 
-def _load_toml_plugin(folder: Path, plugins: PluginSet) -> None:
-    toml_path = folder / "plugin.toml"
-    try:
-        meta = tomllib.loads(toml_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
-        plugins._error(toml_path, f"invalid plugin.toml ({exc})")
+def _add_model_style(folder: Path, stem: str, models: dict[str, Path], plugins: PluginSet,
+                     max_mb: float) -> None:  # fmt: skip
+    card: dict[str, Any] = {}
+    card_path = folder / f"{stem}.json"
+    if card_path.is_file():
+        _confined(plugins, folder, card_path.name, "model card", card_path)
+        try:
+            card = _read_card(card_path)
+        except (OSError, ValueError) as exc:
+            raise _skip(plugins, card_path, f"unreadable model card ({exc}); style skipped") from None
+    models = _valid_models(folder, models, plugins, max_mb)
+    if not models:
         return
+    name = str(card.get("name") or slugify(stem))
+    thumb = _thumbnail(folder, card.get("thumbnail"), card_path, plugins)
+    exts = sorted(p.suffix[1:] for p in models.values())
+    source = str(folder / f"{stem}.{exts[0]}") if len(exts) == 1 else f"{folder / stem}.{{{','.join(exts)}}}"
+    plugins.add(NeuralPlugin(name, models, str(card.get("title") or ""), str(card.get("description") or ""),
+                             thumb, card, root=folder), source)  # fmt: skip
+
+
+def _toml_models(folder: Path, meta: dict[str, Any], toml_path: Path, plugins: PluginSet) -> dict[str, Path]:
+    """The model files plugin.toml names (`model`/`models`, relative to its folder), or all in the folder."""
     refs = meta.get("model") or meta.get("models")
     if refs is None:
         files = [f for f in sorted(folder.iterdir()) if f.is_file() and f.suffix in FORMATS]
     else:
-        files = [folder / r for r in ([refs] if isinstance(refs, str) else refs)]
+        refs = [refs] if isinstance(refs, str) else refs
+        if not isinstance(refs, list) or not all(isinstance(r, str) and r for r in refs):
+            raise _skip(plugins, toml_path, "`model`/`models` must be a file name or a list of file names")
+        for r in refs:
+            _confined(plugins, folder, r, "model", toml_path)
+        files = [folder / r for r in refs]
     missing = [f.name for f in files if not f.is_file()]
     if missing or not files:
         why = f"model file(s) {missing} not found" if missing else "no NAME.pt/.onnx/.engine model file"
-        plugins._error(toml_path, why)
-        return
+        raise _skip(plugins, toml_path, why)
     models: dict[str, Path] = {}
     for f in files:
         if f.suffix not in FORMATS:
-            plugins._error(toml_path, f"{f.name}: unsupported model format (use .pt, .onnx or .engine)")
-            return
+            raise _skip(plugins, toml_path, f"{f.name}: unsupported model format (use .pt, .onnx or .engine)")
         models[FORMATS[f.suffix]] = f
-    models = _valid_models(models, plugins)
+    return models
+
+
+def _load_toml_plugin(folder: Path, plugins: PluginSet, max_mb: float) -> None:
+    toml_path = folder / "plugin.toml"
+    _confined(plugins, folder, toml_path.name, "plugin.toml", toml_path)
+    try:
+        meta = tomllib.loads(_read_small(toml_path, "plugin.toml"))
+    except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
+        raise _skip(plugins, toml_path, f"invalid plugin.toml ({exc})") from None
+    models = _valid_models(folder, _toml_models(folder, meta, toml_path, plugins), plugins, max_mb)
     if not models:
         return
     name = str(meta.get("name") or slugify(folder.name))
     thumb = _thumbnail(folder, meta.get("thumbnail"), toml_path, plugins)
     plugins.add(NeuralPlugin(name, models, str(meta.get("title") or ""), str(meta.get("description") or ""),
-                             thumb, meta), str(folder))  # fmt: skip
+                             thumb, meta, root=folder), str(folder))  # fmt: skip
 
 
-def scan_folder(folder: Path, plugins: PluginSet) -> None:
-    _scan_models(folder, plugins)
+def scan_folder(folder: Path, plugins: PluginSet, max_model_mb: float = DEFAULT_MAX_MODEL_MB) -> None:
+    _scan_models(folder, plugins, max_model_mb)
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if (sub / "plugin.toml").is_file():
-            _load_toml_plugin(sub, plugins)
-        else:
-            _scan_models(sub, plugins)
+        try:
+            # a sub-folder is a plugin folder of its own: a symlink to elsewhere would widen what it may name
+            _confined(plugins, folder, sub.name, "folder", sub)
+            if (sub / "plugin.toml").is_file():
+                _load_toml_plugin(sub, plugins, max_model_mb)
+            else:
+                _scan_models(sub, plugins, max_model_mb)
+        except _Skipped:
+            continue
 
 
-def plugin_from_model(path: str | os.PathLike, name: str | None = None) -> NeuralPlugin:
-    """A neural style straight from a model file (`stylize --style model.onnx`), card beside it if any."""
+def plugin_from_model(path: str | os.PathLike, name: str | None = None,
+                      max_model_mb: float = DEFAULT_MAX_MODEL_MB) -> NeuralPlugin:  # fmt: skip
+    """A neural style straight from a model file (`stylize --style model.onnx`), card beside it if any.
+    The file itself was named by the user; what it names (external data) must stay in its folder."""
     path = Path(path)
     if path.suffix not in FORMATS:
         raise ValueError(f"{path}: not a model file (expected .pt, .onnx or .engine)")
     if not path.is_file():
         raise ValueError(f"{path}: model file not found")
+    real = path.resolve()
     try:
-        check_model_file(path)
+        check_model_file(real, real.parent, max_model_mb)
+    except (OutsideFolder, ModelTooLarge) as exc:
+        raise ValueError(f"{path}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 -- reported as one clear error
         raise ValueError(f"{path}: broken model file: {exc}") from None
-    card_path = path.with_suffix(".json")
-    card = _read_card(card_path) if card_path.is_file() else {}
-    return NeuralPlugin(name or str(card.get("name") or slugify(path.stem)), {FORMATS[path.suffix]: path},
-                        str(card.get("title") or ""), str(card.get("description") or ""), None, card)  # fmt: skip
+    card: dict[str, Any] = {}
+    card_path = real.with_suffix(".json")
+    if card_path.is_file():
+        try:
+            confined(real.parent, card_path.name, "model card")
+            card = _read_card(card_path)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{card_path}: unreadable model card ({exc})") from None
+    return NeuralPlugin(name or str(card.get("name") or slugify(path.stem)), {FORMATS[path.suffix]: real},
+                        str(card.get("title") or ""), str(card.get("description") or ""), None, card,
+                        root=real.parent)  # fmt: skip
 
 
 def discover_plugins(dirs: Iterable[str | os.PathLike] | None = None, include_user_dir: bool = True,
-                     include_entry_points: bool = True) -> PluginSet:  # fmt: skip
-    """Every style: built-ins, entry points, `dirs` (each must exist), then the user folder (if present)."""
+                     include_entry_points: bool = True,
+                     max_model_mb: float = DEFAULT_MAX_MODEL_MB) -> PluginSet:  # fmt: skip
+    """Every style: built-ins, entry points, `dirs` (each must exist), then the user folder (if present).
+    Model files are checked by name, size and header only (weights load on first use); files over
+    `max_model_mb` and plugins naming paths outside their folder are skipped, with the reason in errors."""
     plugins = PluginSet()
     for entry in BUILTINS:
         plugins.add(entry.obj(), "builtin")
@@ -292,7 +358,7 @@ def discover_plugins(dirs: Iterable[str | os.PathLike] | None = None, include_us
                 plugins._error(folder, "plugin folder not found")
             continue
         try:
-            scan_folder(folder, plugins)
+            scan_folder(folder, plugins, max_model_mb)
         except OSError as exc:
             plugins._error(folder, f"cannot read plugin folder ({exc})")
     return plugins

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stylestream.models.io import atomic_write
+from stylestream.models.io import ImageTooLargeError, atomic_write, open_image
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".gif"}
@@ -26,14 +26,18 @@ def is_video(path: Path) -> bool:
 
 
 def read_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """uint8 RGB (H, W, 3) upright (EXIF orientation applied), and the alpha channel if there is one."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """uint8 RGB (H, W, 3) upright (EXIF orientation applied), and the alpha channel if there is one.
+    Raises MediaError, or ImageTooLargeError (from the header, before decoding) for an image over
+    MAX_IMAGE_PIXELS, which `stylize` skips inside a folder."""
+    from PIL import ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im = ImageOps.exif_transpose(im)
             alpha = np.asarray(im.getchannel("A")) if "A" in im.getbands() else None
             return np.asarray(im.convert("RGB")), alpha
+    except ImageTooLargeError:
+        raise
     except FileNotFoundError:
         raise MediaError(f"{path}: file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

@@ -1,5 +1,6 @@
 """Neural styles: a plugin that wraps one style's model files (NAME.pt / .onnx / .engine) and runs
-them through an inference backend, loaded lazily on first use (discovery stays fast)."""
+them through an inference backend, loaded lazily on first use (discovery stays fast). `root` is the
+plugin folder every file the style reads must stay inside (None for a model named by trusted code)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from stylestream.plugins.backends import BACKENDS, Backend, cached_onnx, pick_backend, resolve_device
 from stylestream.plugins.base import Param, StylePlugin
+from stylestream.plugins.paths import confined
 
 SCALE = Param("scale", "Processing scale", 1.0, 0.25, 1.0, 0.05,
               "run the network at this fraction of the frame size (faster, softer)")  # fmt: skip
@@ -25,7 +27,7 @@ class NeuralPlugin(StylePlugin):
 
     def __init__(self, name: str, models: dict[str, Path], title: str = "", description: str = "",
                  thumbnail: Path | None = None, card: dict[str, Any] | None = None,
-                 backend: str = "auto", device: str = "auto") -> None:  # fmt: skip
+                 backend: str = "auto", device: str = "auto", root: Path | None = None) -> None:  # fmt: skip
         if not models:
             raise ValueError(f"style {name!r} has no model file")
         self.name = name  # type: ignore[misc]
@@ -35,6 +37,7 @@ class NeuralPlugin(StylePlugin):
         self.thumbnail = thumbnail
         self.models = dict(models)
         self.card = dict(card or {})
+        self.root = root
         self.requested_backend = backend
         self.requested_device = device
         self._runner: Backend | None = None
@@ -67,7 +70,7 @@ class NeuralPlugin(StylePlugin):
         if backend != "auto" and backend not in BACKENDS:
             BACKENDS.entry(backend)  # raises UnknownNameError listing the backends
         return NeuralPlugin(self.name, self.models, self.title, self.description, self.thumbnail, self.card,
-                            backend, device)  # fmt: skip
+                            backend, device, self.root)  # fmt: skip
 
     def runner(self) -> Backend:
         """Load the model (once, thread-safe). A failed load is remembered and re-raised fast, so a broken
@@ -85,7 +88,10 @@ class NeuralPlugin(StylePlugin):
                         onnx = cached_onnx(models["pt"])
                         models = {**models, "onnx": onnx} if onnx else models
                     name, path = pick_backend(models, device, self.requested_backend)
-                    self._runner = BACKENDS[name](path, device)
+                    root = self.root if path in self.models.values() else None  # not for our cached copy
+                    if root is not None:  # again: the folder may have changed since discovery
+                        confined(root, path.absolute(), "model")
+                    self._runner = BACKENDS[name](path, device, root=root)
                 except Exception as exc:
                     self._error = exc
                     raise

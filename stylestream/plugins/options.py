@@ -6,6 +6,24 @@ import argparse
 from pathlib import Path
 
 from stylestream.plugins.backends import BACKENDS
+from stylestream.plugins.modelfiles import DEFAULT_MAX_MODEL_MB
+
+
+def _megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabytes") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a positive number of megabytes, got {text}")
+    return value
+
+
+def add_max_model_mb_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-model-mb", type=_megabytes, default=DEFAULT_MAX_MODEL_MB, metavar="MB",
+                        help="skip plugin model files larger than this, external data included "
+                             f"(default: {DEFAULT_MAX_MODEL_MB:g}); weights are read only when a style "
+                             "is first used")  # fmt: skip
 
 
 def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,6 +31,7 @@ def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a plugin folder (repeatable); the user folder $STYLESTREAM_PLUGINS or "
                              "~/.local/share/stylestream/plugins is always searched too")  # fmt: skip
     parser.add_argument("--no-user-plugins", action="store_true", help="do not search the user plugin folder")
+    add_max_model_mb_argument(parser)
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,12 @@ DESCRIPTION = """Stylize files with a style (a name from `stylestream plugins`, 
 
   image  -> image of the same size (format from the output suffix)
   folder -> folder (images and videos inside, sub-folders kept)
-  video  -> video with the same frame count, size and frame rate; the audio stream is copied"""
+  video  -> video with the same frame count, size and frame rate; the audio stream is copied
+
+Images over the pixel limit (stylestream.models.io.MAX_IMAGE_PIXELS, 100 MP) are refused from their
+header: skipped with a warning inside a folder, an error when named. Outputs get mode 0666 less the
+umask. A full or read-only output disk stops with exit 2 and leaves no temp file; temp files a killed
+run left in the output folder are removed."""
 EPILOG = """examples:
   stylestream stylize --style cartoon photo.jpg -o cartoon.jpg
   stylestream stylize --style runs/mosaic/model.pt clip.mp4 -o mosaic.mp4 --max-side 480
@@ -86,6 +91,7 @@ def _jobs(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
 
 def run(args: argparse.Namespace) -> int:
     from stylestream.cli import CLIError
+    from stylestream.models.io import ImageTooLargeError, WriteError, remove_stale_temps
     from stylestream.plugins import Engine, PluginSet, discover_plugins, plugin_from_model
     from stylestream.plugins.backends import FORMATS
     from stylestream.plugins.media import MediaError, is_image, read_image, same_file, write_image
@@ -99,15 +105,18 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"{dst}: output would overwrite its own input")
         if dst.exists() and not args.overwrite:
             raise CLIError(f"{dst}: already exists (use --overwrite to replace it)")
+    for folder in {dst.parent for _, dst in jobs}:
+        remove_stale_temps(folder)  # what a killed run left: its temp files are never finished
 
     style_path = Path(args.style)
     try:
         if style_path.suffix in FORMATS:
             plugins = PluginSet()
-            plugins.add(plugin_from_model(style_path), str(style_path))
+            plugins.add(plugin_from_model(style_path, max_model_mb=args.max_model_mb), str(style_path))
             style = plugins.names()[0]
         else:
-            plugins = discover_plugins(args.plugins, include_user_dir=not args.no_user_plugins)
+            plugins = discover_plugins(args.plugins, include_user_dir=not args.no_user_plugins,
+                                       max_model_mb=args.max_model_mb)
             style = args.style
             plugins.get(style)
         engine = Engine(plugins, backend=args.backend, device=args.device, max_side=args.max_side)
@@ -121,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     def stylize(frames, p):
         return engine.process(style, frames, p)
 
+    named = {p for p in args.inputs if p.is_file()}  # files found inside a folder may be skipped instead
     failed = []
     try:
         for src, dst in jobs:
@@ -134,11 +144,21 @@ def run(args: argparse.Namespace) -> int:
                     audio = "audio copied" if r.audio_copied else "no audio"
                     print(f"{src} -> {dst}: {r.frames} frames {r.width}x{r.height} @ {r.fps:g} fps, {audio}, "
                           f"{r.frames / r.seconds:.1f} frames/s")  # fmt: skip
+            except ImageTooLargeError as exc:
+                if src in named:
+                    failed.append(str(exc))
+                else:  # one oversized file must not stop the rest of the folder
+                    log.warning("skipped %s", exc)
             except MediaError as exc:
                 failed.append(str(exc))
-                log.error("%s", exc)
+                if len(jobs) > 1:
+                    log.error("%s", exc)
+            except WriteError as exc:  # full or read-only output disk: every other output would fail too
+                raise CLIError(exc.line("--output")) from None
     finally:
         engine.close()
+    if failed and len(jobs) == 1:
+        raise CLIError(failed[0])
     if failed:
         n = len(jobs) - len(failed)
         raise CLIError(f"{len(failed)} of {len(jobs)} input(s) failed ({n} written):\n  " + "\n  ".join(failed))

@@ -7,10 +7,9 @@ output stays interleaved in the input's order without re-encoding the audio."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import queue
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from stylestream.models.io import atomic_write
 from stylestream.plugins.media import MediaError
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,8 @@ def stylize_video(src: Path, dst: Path, stylize: Callable[[np.ndarray, Mapping[s
                   desc: str | None = None) -> VideoResult:  # fmt: skip
     """Stylize `src` into `dst` with `stylize(frames (N,H,W,3) uint8, params) -> same`.
 
-    The output is written to a temp file beside `dst` and renamed at the end, so a failure never leaves a
-    truncated video (or overwrites an existing one)."""
+    The output is written to a temp file beside `dst` and renamed at the end (atomic_write), so a failure
+    never leaves a truncated video (or overwrites an existing one); WriteError when the disk refuses it."""
     import time
 
     import av
@@ -107,41 +107,43 @@ def stylize_video(src: Path, dst: Path, stylize: Callable[[np.ndarray, Mapping[s
         ain = inp.streams.audio[0] if inp.streams.audio else None
         rate = vin.average_rate or vin.guessed_rate or Fraction(30)
         width, height = vin.codec_context.width, vin.codec_context.height
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=dst.suffix, dir=dst.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            out = av.open(str(tmp), "w")
-        except (av.error.FFmpegError, ValueError) as exc:
-            tmp.unlink(missing_ok=True)
-            raise MediaError(f"{dst}: cannot write a video with this suffix ({exc})") from None
-        try:
-            codec, opts = _codec_for(dst)
-            vout = out.add_stream(codec, rate=rate, options=opts)
-            vout.width, vout.height = width, height
-            # 4:2:0 needs even sizes; keep odd-sized videos exact with 4:4:4 instead of cropping
-            vout.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-            aout = None
-            if ain is not None:
-                try:
-                    aout = out.add_stream_from_template(ain)
-                except Exception as exc:  # noqa: BLE001 -- PyAV raises several kinds; audio is optional here
-                    log.warning("%s: audio (%s) cannot be copied into %s (%s); the output has no audio",
-                                src, ain.codec_context.name, dst.suffix, exc)  # fmt: skip
-            total = vin.frames or (round(inp.duration / 1e6 * float(rate)) if inp.duration else None)  # estimate
-            n = _pipeline(inp, vin, ain, out, vout, aout, stylize, params, max(1, batch),
-                          tqdm(total=total, unit="frame", desc=desc or src.name, disable=not progress,
-                               dynamic_ncols=True))  # fmt: skip
-        except BaseException:
-            out.close()
-            tmp.unlink(missing_ok=True)
-            raise
-        out.close()
-        os.replace(tmp, dst)
+        result: dict[str, Any] = {}
+
+        def write(tmp: str) -> None:
+            try:
+                out = av.open(tmp, "w")
+            except (av.error.FFmpegError, ValueError) as exc:
+                raise MediaError(f"{dst}: cannot write a video with this suffix ({exc})") from None
+            try:
+                codec, opts = _codec_for(dst)
+                vout = out.add_stream(codec, rate=rate, options=opts)
+                vout.width, vout.height = width, height
+                # 4:2:0 needs even sizes; keep odd-sized videos exact with 4:4:4 instead of cropping
+                vout.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+                aout = None
+                if ain is not None:
+                    try:
+                        aout = out.add_stream_from_template(ain)
+                    except Exception as exc:  # noqa: BLE001 -- PyAV raises several kinds; audio is optional here
+                        log.warning("%s: audio (%s) cannot be copied into %s (%s); the output has no audio",
+                                    src, ain.codec_context.name, dst.suffix, exc)  # fmt: skip
+                estimate = round(inp.duration / 1e6 * float(rate)) if inp.duration else None
+                total = vin.frames or estimate
+                result["frames"] = _pipeline(inp, vin, ain, out, vout, aout, stylize, params, max(1, batch),
+                                             tqdm(total=total, unit="frame", desc=desc or src.name,
+                                                  disable=not progress, dynamic_ncols=True))  # fmt: skip
+                result["audio"] = aout is not None
+            except BaseException:
+                with contextlib.suppress(Exception):  # the first error is the one to report
+                    out.close()
+                raise
+            out.close()  # writes the trailer: a full disk can show up here too
+
+        atomic_write(dst, write, keep_suffix=True)  # the suffix picks the container
     finally:
         inp.close()
-    return VideoResult(n, width, height, float(rate), aout is not None, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    return VideoResult(result["frames"], width, height, float(rate), result["audio"], seconds)
 
 
 def _pipeline(inp: Any, vin: Any, ain: Any, out: Any, vout: Any, aout: Any, stylize: Callable,

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from stylestream.plugins.thumbnails import load_thumbnail_bytes
 from stylestream.registry import UnknownNameError
 from stylestream.stream import appkeys as keys
 from stylestream.stream.middleware import json_error
@@ -93,11 +94,16 @@ async def list_styles(request: web.Request) -> web.Response:
 async def thumbnail(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     try:
-        info = request.app[keys.PLUGINS].get(name).info()
+        plugin = request.app[keys.PLUGINS].get(name)
     except UnknownNameError as exc:
         raise web.HTTPNotFound(text=str(exc)) from None
-    if info.thumbnail and info.thumbnail.is_file():
-        return web.FileResponse(info.thumbnail)
+    if plugin.thumbnail:
+        # Re-checked on every request (inside the plugin folder, a real image): the file may have changed.
+        try:
+            data, ctype = await asyncio.to_thread(load_thumbnail_bytes, plugin.thumbnail, plugin.root)
+            return web.Response(body=data, content_type=ctype, headers={"Cache-Control": "max-age=3600"})
+        except ValueError as exc:
+            log.warning("style %r: thumbnail not served: %s", name, exc)
     cache = request.app[keys.THUMBNAILS]
     if name not in cache:  # a style without a picture of its own: show it on a sample photo, once
         try:
@@ -186,6 +192,9 @@ async def patch_session(request: web.Request) -> web.Response:
 
 @routes.delete("/api/sessions/{sid}")
 async def delete_session(request: web.Request) -> web.Response:
+    sid = request.match_info["sid"]
+    if manager(request).recently_ended(sid):
+        return web.json_response({"closed": sid})
     s = session_or_404(request)
     await manager(request).close(s.id)
     return web.json_response({"closed": s.id})

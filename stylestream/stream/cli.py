@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugins", action="append", type=Path, default=[], metavar="DIR",
                    help="a folder of style plugins (repeatable); the user plugin folder is always scanned")
     from stylestream.plugins.backends import BACKENDS  # light: the table only
+    from stylestream.plugins.options import add_max_model_mb_argument
+
+    add_max_model_mb_argument(p)
 
     p.add_argument("--backend", default=d.backend, choices=["auto", *BACKENDS.names()],
                    help="inference backend for neural styles (default: auto = fastest available)")
@@ -61,6 +64,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ice-server", action="append", default=[], metavar="URL",
                    help="STUN/TURN server for peers behind NAT, e.g. stun:stun.example.org:3478 or "
                         "turn:USER:PASS@turn.example.org:3478 (repeatable)")  # fmt: skip
+    p.add_argument("--ice-interface", action="append", default=[], metavar="NAME",
+                   help="offer ICE candidates only on this network interface (repeatable); 'lo' keeps a "
+                        "single-machine setup on loopback (default: every interface but lo)")
+    p.add_argument("--public-ip", default=None, metavar="ADDR",
+                   help="announce ADDR instead of the host address (1:1 NAT: Docker port mapping, a cloud "
+                        "VM's public address); forward the UDP ports to this machine")
     p.add_argument("--codec", choices=VIDEO_CODECS.names(), default=d.codec,
                    help="preferred video codec (default: %(default)s); H.264 is always accepted for OBS")
     p.add_argument("--max-bitrate", type=int, default=None, metavar="KBPS",
@@ -92,12 +101,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     import os
 
     return ServerConfig(
-        host=args.host, port=args.port, plugin_dirs=list(args.plugins), backend=args.backend,
+        host=args.host, port=args.port, plugin_dirs=list(args.plugins), max_model_mb=args.max_model_mb,
+        backend=args.backend,
         device=args.device, max_side=args.max_side, token=read_token(args), no_auth=args.no_auth,
         admin_token=args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None,
         allowed_hosts=list(args.allowed_host), cors_origins=list(args.cors_origin),
         max_candidates=args.max_candidates, max_connections_per_ip=args.max_connections_per_ip,
         max_sessions=args.max_sessions, cert=args.cert, key=args.key, ice_servers=list(args.ice_server),
+        ice_interfaces=list(args.ice_interface), public_ip=args.public_ip,
         codec=args.codec, max_bitrate_kbps=args.max_bitrate, default_style=args.style,
     )  # fmt: skip
 

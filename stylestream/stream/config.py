@@ -21,6 +21,7 @@ class ServerConfig:
     port: int = 8080
     plugin_dirs: list[Path] = field(default_factory=list)
     include_user_plugins: bool = True
+    max_model_mb: float = 1024  # plugin model files over this are skipped at discovery
     backend: str = "auto"
     device: str = "auto"
     max_side: int | None = None
@@ -34,6 +35,8 @@ class ServerConfig:
     cert: Path | None = None
     key: Path | None = None
     ice_servers: list[str] = field(default_factory=list)
+    ice_interfaces: list[str] = field(default_factory=list)  # gather host candidates only here (e.g. lo)
+    public_ip: str | None = None  # announce this address instead of the host one (1:1 NAT)
     codec: str = "vp8"
     max_bitrate_kbps: int | None = None
     default_style: str = "original"
@@ -88,6 +91,10 @@ class ServerConfig:
             raise ValueError(f"--max-side must be at least 16 pixels, got {self.max_side}")
         if self.max_bitrate_kbps is not None and not 100 <= self.max_bitrate_kbps <= 50_000:
             raise ValueError(f"--max-bitrate is in kbps and must be 100..50000, got {self.max_bitrate_kbps}")
+        if self.public_ip is not None:
+            from stylestream.stream.network import check_public_ip
+
+            check_public_ip(self.public_ip)
         for url in self.ice_servers:
             if not url.split(":", 1)[0] in ("stun", "stuns", "turn", "turns"):
                 raise ValueError(f"ICE server {url!r} must start with stun:, stuns:, turn: or turns:")

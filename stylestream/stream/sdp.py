@@ -4,7 +4,7 @@ interop quirks (OBS's candidate-less offers, codec choice, bitrate hints) are ha
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiortc import RTCIceServer, RTCRtpSender, RTCRtpTransceiver
 from aiortc.sdp import SessionDescription
@@ -21,6 +21,7 @@ class OfferSummary:
     video_directions: list[str]  # direction of each video m-line, as the offerer sees it
     video_codecs: list[str]  # mime types offered for video, lower-case
     has_candidates: bool
+    audio_directions: list[str] = field(default_factory=list)  # of each audio m-line, as offered
 
 
 MAX_MEDIA_SECTIONS = 16  # a camera offer has 1-3 (video, audio, data); each one costs a transport
@@ -60,7 +61,31 @@ def check_offer(sdp: object, max_candidates: int = 50) -> OfferSummary:
         video_directions=[m.direction or "sendrecv" for m in videos],
         video_codecs=codecs,
         has_candidates="a=candidate:" in sdp,
+        audio_directions=[m.direction or "sendrecv" for m in desc.media if m.kind == "audio"],
     )
+
+
+def repair_bundle(sdp: str) -> str:
+    """FFmpeg 8's WHIP muxer, sending video only, still says `a=group:BUNDLE 0 1` while its one m-line
+    is `a=mid:1`; aiortc then fails in createAnswer. Keep in each group only the mids that exist (drop a
+    group left empty). Two m-lines with the same mid cannot be repaired: SDPError."""
+    lines = sdp.splitlines()
+    mids = [line[6:].strip() for line in lines if line.startswith("a=mid:")]
+    dup = sorted({m for m in mids if mids.count(m) > 1})
+    if dup:
+        raise SDPError(f"malformed SDP: mid {dup[0]!r} is used by more than one m-line")
+    out, changed = [], False
+    for line in lines:
+        if line.startswith("a=group:BUNDLE"):
+            named = line.split()[1:]
+            kept = [m for m in named if m in mids]
+            if kept != named:
+                changed = True
+                if not kept:
+                    continue
+                line = "a=group:BUNDLE " + " ".join(kept)
+        out.append(line)
+    return "\r\n".join(out) + "\r\n" if changed else sdp
 
 
 def accept_candidateless(sdp: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from stylestream.stream import api, whip
+from stylestream.stream import api, interop, network, whip
 from stylestream.stream import appkeys as keys
 from stylestream.stream.config import ServerConfig
 from stylestream.stream.metrics import CONTENT_TYPE, Metrics
@@ -39,11 +39,15 @@ def create_app(config: ServerConfig | None = None, *, plugins: Any = None, engin
     not given; what the app made it also closes on cleanup."""
     config = config or ServerConfig()
     config.validate()
+    interop.install()  # real clients' quirks aiortc/aioice do not handle yet (FFmpeg, GStreamer)
+    if config.ice_interfaces:
+        network.use_interfaces(config.ice_interfaces)
     owned: list[Any] = []
     if plugins is None:
         from stylestream.plugins import discover_plugins
 
-        plugins = discover_plugins(config.plugin_dirs or None, include_user_dir=config.include_user_plugins)
+        plugins = discover_plugins(config.plugin_dirs or None, include_user_dir=config.include_user_plugins,
+                                   max_model_mb=config.max_model_mb)  # fmt: skip
         owned.append(plugins)
     if engine is None:
         from stylestream.plugins import Engine

@@ -17,6 +17,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
+from stylestream.stream.audio import AudioRelay
 from stylestream.stream.config import ServerConfig
 from stylestream.stream.frames import FramePipeline, OutputTrack, Published
 from stylestream.stream.metrics import Metrics
@@ -25,6 +26,7 @@ from stylestream.stream.sdp import ice_server
 log = logging.getLogger(__name__)
 
 MAX_ERRORS_KEPT = 10
+TOMBSTONE_S = 60.0  # an ended session/viewer still answers DELETE with 200 for this long
 
 
 class StyleEngine(Protocol):
@@ -75,6 +77,7 @@ class Session:
         self.created = time.time()
         self.pc = new_peer_connection(manager.config)
         self.pipeline: FramePipeline | None = None
+        self.audio: AudioRelay | None = None  # the publisher's sound, for viewers (OBS, FFmpeg send Opus)
         self.viewers: dict[str, RTCPeerConnection] = {}
         self.errors: list[str] = []  # distinct plugin error messages, each reported once
         self.channel: Any = None  # the page's data channel, if it opened one
@@ -99,7 +102,11 @@ class Session:
     # ---------------------------------------------------------------- media
 
     def attach_source(self, track: MediaStreamTrack) -> None:
-        """Start stylizing the peer's video track (first one wins; others are drained)."""
+        """Start stylizing the peer's video track and relaying its audio track (first of each wins;
+        others are drained)."""
+        if track.kind == "audio" and self.audio is None:
+            self.audio = AudioRelay(track, self.video_delay)
+            return
         if track.kind != "video" or self.pipeline is not None:
             self._spawn(drain(track))
             return
@@ -116,6 +123,15 @@ class Session:
         )
         self.pipeline.start()
         self._spawn(self._end_when_source_ends(self.pipeline))
+
+    def video_delay(self) -> float:
+        """Seconds from a frame's arrival to its stylized version leaving (recent median): how late the
+        audio must play to stay in sync."""
+        lat = self.pipeline.stats.latency_s if self.pipeline else None
+        if not lat:
+            return 0.0
+        recent = sorted(list(lat)[-9:])
+        return recent[len(recent) // 2]
 
     def output_track(self) -> OutputTrack:
         if self.pipeline is None:
@@ -177,6 +193,7 @@ class Session:
         pc = self.viewers.pop(vid, None)
         if pc is None:
             return False
+        self.manager.bury(vid)
         self.manager.metrics.viewers.dec()
         await pc.close()
         return True
@@ -225,6 +242,8 @@ class Session:
                 t.cancel()
         if self.pipeline is not None:
             await self.pipeline.stop()
+        if self.audio is not None:
+            self.audio.close()
         for vid in list(self.viewers):
             await self.remove_viewer(vid)
         await self.pc.close()
@@ -251,6 +270,18 @@ class SessionManager:
         self.catalog = catalog
         self.metrics = metrics
         self.sessions: dict[str, Session] = {}
+        self._tombstones: dict[str, float] = {}  # ended session/viewer id -> when
+
+    def bury(self, rid: str) -> None:
+        """Remember an ended resource: clients close their peer connection first and DELETE after, by
+        which time the server has already ended it; that DELETE still deserves a 200."""
+        now = time.monotonic()
+        self._tombstones = {k: t for k, t in self._tombstones.items() if now - t < TOMBSTONE_S}
+        self._tombstones[rid] = now
+
+    def recently_ended(self, rid: str) -> bool:
+        t = self._tombstones.get(rid)
+        return t is not None and time.monotonic() - t < TOMBSTONE_S
 
     def check_style(self, style: Any, params: Any = None) -> tuple[str, dict[str, float]]:
         """Validate a style name and its parameters; raises ValueError/UnknownNameError (-> 400)."""
@@ -283,6 +314,7 @@ class SessionManager:
         s = self.sessions.pop(sid, None)
         if s is None:
             return False
+        self.bury(sid)
         self.metrics.sessions.labels(s.kind).dec()
         await s.close()
         log.info("session %s closed", sid[:8])

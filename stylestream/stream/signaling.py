@@ -8,8 +8,10 @@ import logging
 
 from aiortc import RTCSessionDescription
 
+from stylestream.stream import sdp as sdps
 from stylestream.stream.config import ServerConfig
-from stylestream.stream.sdp import SDPError, accept_candidateless, check_offer, prefer_codec, with_bitrate
+from stylestream.stream.network import announce_public_ip
+from stylestream.stream.sdp import SDPError, check_offer, prefer_codec, with_bitrate
 from stylestream.stream.sessions import Session
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,9 @@ async def answer_publisher(session: Session, sdp: str, send_back: bool) -> str:
     pc = session.pc
     transceiver = pc.addTransceiver("video", direction="sendrecv" if send_back else "recvonly")
     prefer_codec(transceiver, config.codec)
+    # The page's own sound comes back beside its stylized video (delayed to match), if it sends any.
+    audio_back = pc.addTransceiver("audio", direction="sendrecv") if send_back and "sendrecv" in (
+        summary.audio_directions[:1]) else None  # fmt: skip
     pc.on("track", session.attach_source)
     pc.on("datachannel", lambda channel: _control_channel(session, channel))
     await _set_offer(pc, sdp)
@@ -37,8 +42,10 @@ async def answer_publisher(session: Session, sdp: str, send_back: bool) -> str:
         raise SDPError("the offer carries no video track to stylize")
     if send_back:
         transceiver.sender.replaceTrack(session.output_track())
+    if audio_back is not None and session.audio is not None:
+        audio_back.sender.replaceTrack(session.audio.track())
     await _answer(pc)
-    return with_bitrate(pc.localDescription.sdp, config.max_bitrate_kbps)
+    return _finish(pc.localDescription.sdp, config)
 
 
 async def answer_viewer(session: Session, sdp: str) -> tuple[str, str]:
@@ -50,17 +57,23 @@ async def answer_viewer(session: Session, sdp: str) -> tuple[str, str]:
     try:
         transceiver = pc.addTransceiver(session.output_track(), direction="sendonly")
         prefer_codec(transceiver, session.manager.config.codec)
+        if session.audio is not None and summary.audio_directions[:1] in (["recvonly"], ["sendrecv"]):
+            pc.addTransceiver(session.audio.track(), direction="sendonly")  # the publisher's sound
         await _set_offer(pc, sdp)
         await _answer(pc)
     except BaseException:
         await session.remove_viewer(vid)
         raise
-    return vid, with_bitrate(pc.localDescription.sdp, session.manager.config.max_bitrate_kbps)
+    return vid, _finish(pc.localDescription.sdp, session.manager.config)
+
+
+def _finish(answer: str, config: ServerConfig) -> str:
+    return announce_public_ip(with_bitrate(answer, config.max_bitrate_kbps), config.public_ip)
 
 
 async def _set_offer(pc, sdp: str) -> None:
     try:
-        await pc.setRemoteDescription(RTCSessionDescription(accept_candidateless(sdp), "offer"))
+        await pc.setRemoteDescription(RTCSessionDescription(sdps.accept_candidateless(sdps.repair_bundle(sdp)), "offer"))
     except SDPError:
         raise
     except Exception as exc:  # noqa: BLE001 - aiortc: ValueError, OperationError, InvalidAccessError ...

@@ -82,6 +82,8 @@ async def whip_resource_options(request: web.Request) -> web.Response:
 
 @routes.delete("/whip/{sid}")
 async def whip_delete(request: web.Request) -> web.Response:
+    if manager(request).recently_ended(request.match_info["sid"]):
+        return web.Response(status=200)  # the peer closed first; the session ended with it
     s = session_or_404(request)
     await manager(request).close(s.id)
     return web.Response(status=200)
@@ -95,7 +97,7 @@ async def whip_trickle(request: web.Request) -> web.Response:
 
 async def trickle(request: web.Request, pc, etag: str) -> web.Response:
     """Trickle ICE (RFC 9725 §4.3): add the client's late candidates to `pc`. ICE restarts are not
-    supported (422: start anew)."""
+    supported (405: start anew)."""
     match = request.headers.get("If-Match")
     if match not in (None, "*", f'"{etag}"'):
         raise web.HTTPPreconditionFailed(text="If-Match does not match this resource's ETag")
@@ -105,7 +107,10 @@ async def trickle(request: web.Request, pc, etag: str) -> web.Response:
         raise web.HTTPBadRequest(text=f"too many ICE candidates in one PATCH (limit {limit}, --max-candidates)")
     remote = pc.remoteDescription.sdp if pc.remoteDescription else ""
     if set(re.findall(r"a=ice-ufrag:(\S+)", frag)) - set(re.findall(r"a=ice-ufrag:(\S+)", remote)):
-        return json_error(422, "ICE restart is not supported; DELETE this resource and start again")
+        # RFC 9725 §4.3.2 lets a server decline ICE restarts; aiortc cannot restart ICE on a connection.
+        return json_error(405, "ICE restart is not supported (new ICE credentials): DELETE this resource and "
+                               "start a new session; trickle PATCHes with the current credentials work",
+                          {"Allow": "PATCH, DELETE, OPTIONS"})  # fmt: skip
     mid = None
     for line in frag.splitlines():
         if line.startswith("a=mid:"):
@@ -159,6 +164,10 @@ async def whep_trickle(request: web.Request) -> web.Response:
 
 @routes.delete("/whep/{sid}/{vid}")
 async def whep_stop(request: web.Request) -> web.Response:
+    if manager(request).recently_ended(request.match_info["vid"]) or manager(request).recently_ended(
+        request.match_info["sid"]
+    ):
+        return web.Response(status=200)  # the player closed first (or the session ended): already gone
     s = session_or_404(request)
     if not await s.remove_viewer(request.match_info["vid"]):
         raise web.HTTPNotFound(text="no such viewer in this session")

@@ -13,7 +13,9 @@ HELP = "train a style network (Johnson et al.) with a VGG-16 perceptual loss"
 DESCRIPTION = (
     "Train a feed-forward style network on every image under --data (COCO train2017 works as is)\n"
     "for the style of --style. Writes RUN_DIR/model.pt, metrics.csv, card.json, checkpoint.pt,\n"
-    "losses.png and samples.jpg. Exit codes: 0 ok, 2 bad options/inputs, 3 the loss diverged (NaN/Inf)."
+    "losses.png and samples.jpg (mode 0666 less the umask). A used RUN_DIR needs --resume or --overwrite.\n"
+    "Exit codes: 0 ok, 2 bad options/inputs or an output that cannot be written (disk full, read-only;\n"
+    'card.json then says status "failed" where it can), 3 the loss diverged (NaN/Inf).'
 )
 EPILOG = (
     "architectures:\n" + ARCHITECTURES.help_text()
@@ -78,7 +80,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="channels-last memory format (default: on; faster on CPU and tensor cores)")  # fmt: skip
     p.add_argument("--seed", type=_int, default=42, help="seed for init and data order (default: 42)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUN_DIR/checkpoint.pt (a run stopped before its first checkpoint "
+                        "starts over from step 0)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="start RUN_DIR afresh: remove the files an earlier run left there (model.pt, "
+                        "checkpoint.pt, metrics.csv, card.json, pictures, tensorboard/)")  # fmt: skip
     p.add_argument(
         "--checkpoint-every", type=_int, default=500, help="steps between checkpoints (default: 500)"
     )
@@ -98,6 +105,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stylestream.cli import CLIError
+    from stylestream.models.io import WriteError
     from stylestream.train.data import DataError
     from stylestream.train.images import ImageLoadError
     from stylestream.train.loop import EXIT_DIVERGED, ConfigError, TrainConfig, train
@@ -109,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         result = train(cfg)
     except (ConfigError, DataError, ImageLoadError, VGGWeightsError) as exc:
         raise CLIError(str(exc)) from None
+    except WriteError as exc:  # card.json records status "failed" where it could be written
+        raise CLIError(exc.line("--out")) from None
     card = result.card
     print(f"VGG-16 weights: {card['vgg_weights']}")
     print(f"device: {card['device']}  amp: {card['amp']}")

@@ -2,7 +2,8 @@
 
 The order is a seeded permutation per epoch, so two runs with the same seed see the same batches, and
 a (epoch, batch) position is enough to resume mid-epoch. A corrupt file is skipped with one warning
-(logged in the main process, so worker processes do not repeat it)."""
+(logged in the main process, so worker processes do not repeat it); so is an image over the pixel
+limit (stylestream.models.io.MAX_IMAGE_PIXELS), refused from its header before decoding."""
 
 from __future__ import annotations
 
@@ -124,7 +125,7 @@ class ResumableLoader:
             for s in skipped:
                 if s.path not in self.warned:
                     self.warned.add(s.path)
-                    log.warning("skipping unreadable training image %s", s.reason)
+                    log.warning("skipping training image %s", s.reason)
             if images is not None:
                 yield i, images
 

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from stylestream.models.io import ImageTooLargeError, open_image
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif"})
 
 
@@ -17,14 +19,17 @@ class ImageLoadError(ValueError):
 
 
 def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode fully (so truncated files fail here, not later) and convert to RGB."""
+    """Decode fully (so truncated files fail here, not later) and convert to RGB. An image over
+    MAX_IMAGE_PIXELS is refused from its header, before decoding."""
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"{path}: image file not found")
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             return img.convert("RGB")
+    except ImageTooLargeError as exc:
+        raise ImageLoadError(str(exc)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageLoadError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
 

@@ -7,7 +7,10 @@ sequential run of the same settings.
 
 A run whose loss becomes NaN/Inf (diverged) or whose step raises (crashed) is finished on the spot and
 the others go on. Each run writes a normal train run directory (model.pt, metrics.csv, card.json,
-checkpoint.pt, losses.png) that `stylestream train --resume` understands."""
+checkpoint.pt, losses.png) that `stylestream train --resume` understands, and its folder follows the
+rules of `train` (stylestream.train.loop.start_mode): --resume without a checkpoint starts over, a used
+folder needs --resume or --overwrite. A write the disk refuses stops the group with WriteError, every
+unfinished run recorded as "failed"."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import torch
 from torch import nn
 
 from stylestream.models import build_model, save_model
+from stylestream.models.io import WriteError
 from stylestream.train.data import DataError, ImageFolderDataset, make_loader
 from stylestream.train.loop import (
     RESUME_KEYS,
@@ -34,6 +38,7 @@ from stylestream.train.loop import (
     device_name,
     library_versions,
     resolve_device,
+    start_mode,
 )
 from stylestream.train.losses import PerceptualLoss
 from stylestream.train.optimizers import make_optimizer, needs_closure
@@ -96,6 +101,8 @@ class _Run:
     closure: bool
     amp_dtype: torch.dtype | None
     card: dict[str, Any]
+    resume: bool = False
+    done: bool = False  # finished and its card written
     seconds: float = 0.0
     losses: dict[str, float] = field(default_factory=dict)
 
@@ -130,9 +137,30 @@ def train_lockstep(
     """Train every config of `cfgs` together; they must share SHARED_KEYS. Runs with cfg.resume
     continue from their checkpoint, which must be at the same step for all runs of the group.
     `on_done(cfg, outcome, model)` is called as soon as a run ends (model None unless it is "ok")."""
+    runs: list[_Run] = []
+    try:
+        return _train_lockstep(cfgs, shared, runs, on_done, extra_card, progress, desc)
+    except WriteError as exc:
+        for r in runs:  # record why on every run the failure stopped, where card.json can still be written
+            if not r.done and r.card:
+                r.card.update(status="failed", error=exc.line("--out"),
+                              ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))  # fmt: skip
+                try:
+                    r.run.write_card(r.card)
+                except WriteError:
+                    pass
+        raise
+
+
+def _train_lockstep(cfgs: Sequence[TrainConfig], shared: Shared, runs: list[_Run],
+                    on_done: Callable[[TrainConfig, Outcome, nn.Module | None], None] | None,
+                    extra_card: Callable[[TrainConfig], dict[str, Any]] | None, progress: bool,
+                    desc: str) -> list[Outcome]:  # fmt: skip
+    """The body of `train_lockstep`; appends each run to `runs` so a failure can be recorded in its card."""
     from tqdm.auto import tqdm
 
     check_compatible(cfgs)
+    resumes = [start_mode(RunDir(cfg.out), cfg) for cfg in cfgs]  # every folder checked before any work
     base, dev, loss_fn = cfgs[0], shared.device, shared.loss_fn
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -146,9 +174,8 @@ def train_lockstep(
     total_steps = base.steps or base.epochs * loader.batches_per_epoch
     targets_amp, _ = amp_setup(dev, base.amp, False)
 
-    runs: list[_Run] = []
     positions = set()
-    for cfg in cfgs:
+    for cfg, resume in zip(cfgs, resumes):
         closure = needs_closure(cfg.optimizer)
         core = build_model(cfg.arch, norm=cfg.norm)
         core.load_state_dict(init_state)
@@ -160,9 +187,9 @@ def train_lockstep(
         amp_dtype, use_scaler = amp_setup(dev, cfg.amp, closure)
         scaler = torch.amp.GradScaler(dev.type) if use_scaler else None
         run = RunDir(cfg.out)
-        r = _Run(cfg, run, core, optimizer, scheduler, scaler, closure, amp_dtype, card={})
+        r = _Run(cfg, run, core, optimizer, scheduler, scaler, closure, amp_dtype, card={}, resume=resume)
         position = (0, 0, 0)
-        if cfg.resume:
+        if resume:
             ck = run.load_checkpoint()
             changed = [k for k in RESUME_KEYS if ck["config"].get(k) != getattr(cfg, k)]
             if changed:
@@ -193,8 +220,10 @@ def train_lockstep(
             "lockstep": {"group_size": len(runs), "runs": [str(c.out) for c in cfgs]},
             **(extra_card(r.cfg) if extra_card else {}),
         }  # fmt: skip
-        r.run.path.mkdir(parents=True, exist_ok=True)
-        r.run.start_metrics(keep_through_step=step if r.cfg.resume else None)
+        if not r.resume:
+            r.run.clear()  # what an earlier run left (--overwrite, or --resume before any checkpoint)
+        r.run.prepare_folder()
+        r.run.start_metrics(keep_through_step=step if r.resume else None)
         r.run.write_card(r.card)
 
     def checkpoint(r: _Run) -> None:
@@ -221,6 +250,7 @@ def train_lockstep(
             _losses_png(r)
             model = r.core
         r.run.write_card(r.card)
+        r.done = True
         oc = Outcome(str(r.cfg.out), status, step, total_steps, dict(r.losses), r.seconds, error, r.card)
         outcomes.append(oc)
         if on_done is not None:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from stylestream.models import ARCHITECTURES, build_model, save_model
+from stylestream.models.io import WriteError
 from stylestream.models.layers import NORMS
 from stylestream.train.data import DataError, ImageFolderDataset, make_loader
 from stylestream.train.distributed import init_from_env, local_device, mean_across_ranks, min_across_ranks
@@ -72,6 +73,7 @@ class TrainConfig:
     channels_last: bool = True
     seed: int = 42
     resume: bool = False
+    overwrite: bool = False  # start afresh in a folder that holds a run (its run files are removed)
     checkpoint_every: int = 500
     log_every: int = 50
     tensorboard: bool = False
@@ -104,6 +106,8 @@ class TrainConfig:
             self.style_size is None or self.style_size == 0 or self.style_size >= 16,
             f"--style-size must be >= 16 (or 0 for the original size), got {self.style_size}",
         )
+        need(not (self.resume and self.overwrite),
+             "pass --resume (continue the run in --out) or --overwrite (start it afresh), not both")  # fmt: skip
         need(self.workers is None or self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
         need(math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive finite number, got {self.lr}")
         for name in ("content_weight", "style_weight", "tv_weight"):
@@ -118,7 +122,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    status: str  # "ok" | "diverged"
+    status: str  # "ok" | "diverged" (a disk that refuses a write raises WriteError; card.json says "failed")
     step: int
     losses: dict[str, float]
     wall_time_s: float
@@ -219,6 +223,33 @@ class Prepared:
     use_scaler: bool
     rank: int = 0
     world_size: int = 1
+    resume: bool = False  # continue from the checkpoint (False: start at step 0, clearing an earlier run)
+    card: dict[str, Any] = field(default_factory=dict)  # the run card, once training starts
+
+
+def start_mode(run: RunDir, cfg: TrainConfig) -> bool:
+    """How a run folder is used, the same for `train` and lockstep runs: True to continue from its
+    checkpoint, False to start at step 0 (the caller clears what an earlier run left). Raises
+    ConfigError when that would lose a run nobody asked to replace."""
+    if run.path.exists() and not run.path.is_dir():
+        raise ConfigError(f"--out {run.path}: exists and is not a folder")
+    if cfg.resume:
+        if run.checkpoint_path.is_file():
+            return True
+        if run.model_path.exists():
+            raise ConfigError(f"--resume: {run.path} holds a model.pt but no checkpoint.pt to continue from; "
+                              "pass --overwrite to train it again from step 0, or choose another --out")  # fmt: skip
+        if not run.holds_run():
+            raise ConfigError(f"--resume: no checkpoint at {run.checkpoint_path}; start without --resume")
+        # killed before its first checkpoint: nothing to continue, and the user asked for this folder
+        if run.writable:
+            log.warning("--resume: %s has no checkpoint yet (the run stopped before its first one); "
+                        "starting over from step 0", run.path)  # fmt: skip
+        return False
+    if run.holds_run() and not cfg.overwrite:
+        raise ConfigError(f"--out {run.path} already holds a run; pass --resume to continue it, --overwrite "
+                          "to start it afresh, or choose another --out")  # fmt: skip
+    return False
 
 
 def build_loss(cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, PerceptualLoss]:
@@ -242,17 +273,11 @@ def prepare(cfg: TrainConfig) -> Prepared:
     device = local_device(resolve_device(cfg.device))
     rank, world = dist_rank_world()
     run = RunDir(cfg.out, writable=rank == 0)
-    if run.path.exists() and not run.path.is_dir():
-        raise ConfigError(f"--out {run.path}: exists and is not a folder")
-    if cfg.resume and not run.checkpoint_path.is_file():
-        raise ConfigError(f"--resume: no checkpoint at {run.checkpoint_path}; start without --resume")
-    if not cfg.resume and run.holds_run():
-        raise ConfigError(f"--out {run.path} already holds a run (model.pt/checkpoint.pt/metrics.csv); "
-                          "pass --resume to continue it or choose another --out")  # fmt: skip
+    resume = start_mode(run, cfg)
     dataset = ImageFolderDataset(cfg.data, cfg.image_size)
     style, loss_fn = build_loss(cfg, device)
     amp_dtype, use_scaler = amp_setup(device, cfg.amp, needs_closure(cfg.optimizer))
-    return Prepared(cfg, device, run, dataset, style, loss_fn, amp_dtype, use_scaler, rank, world)
+    return Prepared(cfg, device, run, dataset, style, loss_fn, amp_dtype, use_scaler, rank, world, resume)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -275,9 +300,25 @@ def _tuplify(x: Any) -> Any:  # torch.load returns lists where random.setstate w
 
 def train(cfg: TrainConfig, on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Train a style network; writes model.pt, metrics.csv, card.json and checkpoint.pt into cfg.out.
-    `on_step(step, losses)` is called after every step (progress for sweeps; tests use it to crash)."""
+    `on_step(step, losses)` is called after every step (progress for sweeps; tests use it to crash).
+    A write the disk refuses raises WriteError, after recording status "failed" and the reason in
+    card.json where that can still be written."""
     p = prepare(cfg)
-    dev, run = p.device, p.run
+    try:
+        return _train(p, on_step)
+    except WriteError as exc:
+        if p.card and p.run.writable:
+            p.card.update(status="failed", error=exc.line("--out"),
+                          ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))  # fmt: skip
+            try:
+                p.run.write_card(p.card)
+            except WriteError:
+                pass  # the caller's one-line error still says why
+        raise
+
+
+def _train(p: Prepared, on_step: Callable[[int, dict[str, float]], None] | None) -> TrainResult:
+    cfg, dev, run = p.cfg, p.device, p.run
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)
@@ -302,7 +343,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict[str, float]], None] | N
     scaler = torch.amp.GradScaler(dev.type) if p.use_scaler else None
 
     step, epoch, batch_in_epoch, prior_seconds = 0, 0, 0, 0.0
-    if cfg.resume:
+    if p.resume:
         ck = run.load_checkpoint()
         changed = [k for k in RESUME_KEYS if ck["config"].get(k) != getattr(cfg, k)]
         if changed:
@@ -338,15 +379,17 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict[str, float]], None] | N
         "started": started,
         "versions": library_versions(),
     }
+    p.card = card  # `train` records a failure in it
     if p.rank == 0:
         line = f"VGG-16 weights: {p.loss_fn.vgg.weights_desc}; device: {card['device']}; amp: {card['amp']}"
         if "random" in p.loss_fn.vgg.weights_desc:  # say it loudly: such a net is not a trained style
             log.warning(line)
         else:
             log.info(line)
-    if run.writable:
-        run.path.mkdir(parents=True, exist_ok=True)
-    run.start_metrics(keep_through_step=step if cfg.resume else None)
+    if not p.resume:
+        run.clear()  # what an earlier run left (--overwrite, or --resume before any checkpoint)
+    run.prepare_folder()
+    run.start_metrics(keep_through_step=step if p.resume else None)
     run.write_card(card)
     tb = _tensorboard(run) if cfg.tensorboard and run.writable else None
 
@@ -483,5 +526,7 @@ def _pictures(core: nn.Module, p: Prepared, run: RunDir) -> None:
         x = _sample_batch(p)
         if len(x):
             sample_grid(x, _stylize(core, x, p.device), run.path / "samples.jpg")
+    except OSError as exc:  # e.g. the disk filled up: one line, the run itself is saved
+        log.warning("could not write losses.png / samples.jpg in %s: %s", run.path, exc)
     except Exception:  # pictures are a convenience: never fail a finished run over them
         log.exception("could not draw losses.png / samples.jpg")

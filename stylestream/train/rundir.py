@@ -1,20 +1,31 @@
 """The run directory: model.pt, metrics.csv, card.json, checkpoint.pt. Every file is replaced
 atomically (temp file + rename), so killing the process never leaves a torn file; metrics rows are
-appended and flushed one per step."""
+appended and flushed one per step. A write the disk refuses (full, read-only) raises WriteError."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from stylestream.models.io import atomic_write
+from stylestream.models.io import atomic_write, remove_stale_temps, torch_save, writing
 
 METRIC_FIELDS = ("step", "epoch", "content", "style", "tv", "total", "lr", "images/s", "seconds")
+# what a run writes (sweeps add stylized.jpg); `clear` removes these and nothing else in the folder
+RUN_FILES = (
+    "model.pt",
+    "checkpoint.pt",
+    "metrics.csv",
+    "card.json",
+    "losses.png",
+    "samples.jpg",
+    "stylized.jpg",
+)
 
 
 class RunDir:
@@ -28,7 +39,26 @@ class RunDir:
     checkpoint_path = property(lambda self: self.path / "checkpoint.pt")
 
     def holds_run(self) -> bool:
-        return any(p.exists() for p in (self.model_path, self.checkpoint_path, self.metrics_path))
+        return any(
+            p.exists() for p in (self.model_path, self.checkpoint_path, self.metrics_path, self.card_path)
+        )
+
+    def clear(self) -> None:
+        """Remove an earlier run's files (--overwrite, or --resume of a run that stopped before its first
+        checkpoint); anything else in the folder is kept."""
+        if not self.writable or not self.path.is_dir():
+            return
+        with writing(self.path):
+            for name in RUN_FILES:
+                (self.path / name).unlink(missing_ok=True)
+            shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
+
+    def prepare_folder(self) -> None:
+        """Create the folder, and remove the temp files a killed run left in it."""
+        if self.writable:
+            with writing(self.path):
+                self.path.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.path)
 
     # card.json
     def write_card(self, card: dict[str, Any]) -> None:
@@ -58,7 +88,7 @@ class RunDir:
 
     def log_metrics(self, row: dict[str, Any]) -> None:
         if self.writable:
-            with open(self.metrics_path, "a", newline="") as f:
+            with writing(self.metrics_path), open(self.metrics_path, "a", newline="") as f:
                 csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row[k] for k in METRIC_FIELDS})
 
     def read_metrics(self) -> list[dict[str, str]]:
@@ -68,7 +98,7 @@ class RunDir:
     # checkpoint.pt
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         if self.writable:
-            atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+            atomic_write(self.checkpoint_path, lambda tmp: torch_save(state, tmp))
 
     def load_checkpoint(self) -> dict[str, Any]:
         # weights_only: a checkpoint holds only tensors and plain containers, so loading runs no code

@@ -7,7 +7,7 @@ Loss value per run: the mean total loss over the last 5% of its steps, and the e
 held-out image set (--eval-data, or a seeded split of --data that no run trains on). The best setting
 per optimizer is chosen by eval loss. A diverged or crashed run is recorded and the sweep goes on;
 with resume, finished runs (ok or diverged) are kept, and unfinished or crashed ones continue from
-their checkpoint or start again."""
+their checkpoint or start again; with overwrite, every run starts again from step 0."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stylestream.models.io import WriteError, atomic_write
 from stylestream.train.loop import ConfigError, TrainConfig
 from stylestream.train.optimizers import OPTIMIZERS
 from stylestream.train.rundir import RunDir
@@ -52,8 +53,13 @@ class SweepConfig:
     content: str | None = None  # the image each run stylizes for grid.jpg; default: the first eval image
     parallel: int = 0  # runs per lockstep group; 0: as many as fit in memory
     resume: bool = False
+    overwrite: bool = False  # start the sweep in --out afresh: every run from step 0
 
     def validate(self) -> None:
+        if self.resume and self.overwrite:
+            raise ConfigError(
+                "pass --resume (continue the sweep in --out) or --overwrite (start it afresh), not both"
+            )
         if not self.optimizers:
             raise ConfigError("--optimizers: give at least one optimizer")
         for name in self.optimizers:
@@ -77,7 +83,7 @@ class SweepConfig:
     def run_config(self, optimizer: str, lr: float, batch_size: int) -> TrainConfig:
         out = Path(self.base.out) / run_name(optimizer, lr, batch_size)
         return dataclasses.replace(self.base, optimizer=optimizer, lr=lr, batch_size=batch_size, out=str(out),
-                                   resume=False, progress=False, tensorboard=False)  # fmt: skip
+                                   resume=False, overwrite=False, progress=False, tensorboard=False)  # fmt: skip
 
     def planned(self) -> list[TrainConfig]:
         return [self.run_config(o, lr, bs) for o in self.optimizers for lr in self.lrs for bs in self.batch_sizes]
@@ -143,9 +149,11 @@ def _check_sweep_dir(sc: SweepConfig) -> Path:
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise ConfigError(f"--out {sweep_dir}: exists and is not a folder")
     if state.is_file():
+        if sc.overwrite:
+            return sweep_dir
         if not sc.resume:
-            raise ConfigError(f"--out {sweep_dir} already holds a sweep; pass --resume to continue it "
-                              "or choose another --out")  # fmt: skip
+            raise ConfigError(f"--out {sweep_dir} already holds a sweep; pass --resume to continue it, "
+                              "--overwrite to start it afresh, or choose another --out")  # fmt: skip
         try:
             old = json.loads(state.read_text()).get("settings", {})
         except (OSError, ValueError) as exc:
@@ -180,11 +188,11 @@ def run_sweep(sc: SweepConfig) -> SweepResult:
     shared = make_shared(dataclasses.replace(base, optimizer=sc.optimizers[0]), dataset=train_ds)
     content_path = Path(sc.content) if sc.content else eval_ds.files[0]
     content = load_image(content_path, max(GRID_SIDE, base.image_size))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / SWEEP_FILE).write_text(json.dumps({
+    state = json.dumps({
         "settings": _settings(sc), "optimizers": sc.optimizers, "lrs": sc.lrs, "batch_sizes": sc.batch_sizes,
         "eval_files": [str(p) for p in eval_ds.files], "train_images": len(train_ds),
-    }, indent=2, default=str))  # fmt: skip
+    }, indent=2, default=str)  # fmt: skip
+    atomic_write(sweep_dir / SWEEP_FILE, lambda tmp: Path(tmp).write_text(state))
 
     planned = sc.planned()
     todo: dict[tuple, list[TrainConfig]] = defaultdict(list)
@@ -193,7 +201,9 @@ def run_sweep(sc: SweepConfig) -> SweepResult:
         if sc.resume and status in FINISHED:
             continue
         point = _resume_point(cfg) if sc.resume else None
-        run_cfg = dataclasses.replace(cfg, resume=point is not None)
+        # no usable checkpoint on resume (killed before the first, or torn): that run starts again
+        run_cfg = dataclasses.replace(cfg, resume=point is not None,
+                                      overwrite=point is None and (sc.resume or sc.overwrite))  # fmt: skip
         todo[(cfg.batch_size, point or (0, 0, 0))].append(run_cfg)
 
     overall = tqdm(total=len(planned), initial=len(planned) - sum(map(len, todo.values())), unit="run",
@@ -232,7 +242,7 @@ def run_sweep(sc: SweepConfig) -> SweepResult:
                 try:
                     train_lockstep(group, shared, on_done=on_done, progress=base.progress,
                                    desc=f"bs={bs} x{len(group)}")  # fmt: skip
-                except (ConfigError, KeyboardInterrupt):
+                except (ConfigError, WriteError, KeyboardInterrupt):  # the disk fails every group alike
                     raise
                 except Exception as exc:  # e.g. out of memory for the whole group: record, go on
                     log.exception("lockstep group bs=%d (%s) failed", bs, names)
@@ -240,8 +250,7 @@ def run_sweep(sc: SweepConfig) -> SweepResult:
                         card = _read_card(Path(c.out))
                         if card.get("status") not in ("ok", "diverged", "crashed"):
                             card.update(status="crashed", error=f"group failed: {type(exc).__name__}: {exc}"[:500])
-                            Path(c.out).mkdir(parents=True, exist_ok=True)
-                            (Path(c.out) / "card.json").write_text(json.dumps(card, indent=2, default=str))
+                            RunDir(c.out).write_card(card)
                             overall.update(1)
     finally:
         overall.close()

@@ -44,8 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     train_cli.add_arguments(p)  # every `train` option, defined once
     # the per-run options become lists; "resolve" replaces train's single-valued ones
-    g = p.add_argument_group("sweep options (replace train's --out, --optimizer, --lr, --batch-size, --resume)",
-                             conflict_handler="resolve")
+    g = p.add_argument_group(
+        "sweep options (replace train's --out, --optimizer, --lr, --batch-size, --resume, --overwrite)",
+        conflict_handler="resolve",
+    )
     g.add_argument("--out", required=True, metavar="SWEEP_DIR", help="sweep folder to write")
     g.add_argument("--optimizers", "--optimizer", dest="optimizers", type=_list(str, "optimizer names"),
                    default=list(STUDY_OPTIMIZERS), metavar="A,B,...",
@@ -56,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default=[4], metavar="BS,...", help="batch sizes (default: 4; the study: 1,2,4,8)")  # fmt: skip
     g.add_argument("--resume", action="store_true",
                    help="continue SWEEP_DIR: keep finished runs, resume unfinished or crashed ones")  # fmt: skip
+    g.add_argument("--overwrite", action="store_true",
+                   help="start SWEEP_DIR afresh: every run trains again from step 0, replacing its files")  # fmt: skip
     g.add_argument("--eval-data", metavar="DIR", default=None,
                    help="held-out images for the eval loss (default: a seeded split of --data)")  # fmt: skip
     g.add_argument("--eval-images", type=train_cli._int, default=64,
@@ -68,6 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stylestream.cli import CLIError
+    from stylestream.models.io import WriteError
     from stylestream.registry import UnknownNameError
     from stylestream.train.data import DataError
     from stylestream.train.images import ImageLoadError
@@ -77,14 +82,17 @@ def run(args: argparse.Namespace) -> int:
     from stylestream.train.vgg import VGGWeightsError
 
     fields = TrainConfig.__dataclass_fields__
-    base = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and k != "resume"})
+    per_run = ("resume", "overwrite")  # the sweep decides these for each run
+    base = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and k not in per_run})
     sc = SweepConfig(base=base, optimizers=args.optimizers, lrs=args.lrs, batch_sizes=args.batch_sizes,
                      eval_data=args.eval_data, eval_images=args.eval_images, content=args.content,
-                     parallel=args.parallel, resume=args.resume)  # fmt: skip
+                     parallel=args.parallel, resume=args.resume, overwrite=args.overwrite)  # fmt: skip
     try:
         result = run_sweep(sc)
     except (ConfigError, DataError, ImageLoadError, VGGWeightsError, UnknownNameError) as exc:
         raise CLIError(str(exc)) from None
+    except WriteError as exc:
+        raise CLIError(exc.line("--out")) from None
     print(f"VGG-16 weights: {result.meta['vgg_weights']}; device: {result.meta['device']}")
     print(f"{len(result.runs)} runs in {result.wall_s:.1f} s; best setting per optimizer (by eval loss):")
     for i, r in enumerate(ranking(result.runs), 1):

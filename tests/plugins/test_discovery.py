@@ -136,3 +136,29 @@ def test_info_knows_its_source_without_being_told(model_dir):
     plugins = discover_plugins([model_dir], include_user_dir=False)
     assert plugins.get("lite").info().source == f"{model_dir / 'lite'}.{{onnx,pt}}"
     assert plugins.get("sketch").info().source == "builtin"
+
+
+def test_onnx_headers_are_checked_without_loading(tmp_path, model_dir):
+    """The ONNX walk reads field tags and lengths only; garbage, a cut-off file and a model without a
+    graph are each reported by what is wrong."""
+    import onnx
+
+    folder = tmp_path / "styles"
+    folder.mkdir()
+    good = (model_dir / "lite.onnx").read_bytes()
+    (folder / "cut.onnx").write_bytes(good[: len(good) // 2])
+    no_graph = onnx.load(str(model_dir / "lite.onnx"))
+    no_graph.ClearField("graph")
+    (folder / "nograph.onnx").write_bytes(no_graph.SerializeToString())
+    (folder / "text.onnx").write_text("ir_version: 8\n")
+    (folder / "empty.engine").write_bytes(b"")
+    (folder / "opaque.engine").write_bytes(b"\x00" * 64)  # an engine is only sized at discovery
+    plugins = discover_plugins([folder], include_user_dir=False)
+    errors = sorted(e.removeprefix(f"{folder}/") for e in plugins.errors)
+    assert errors == [
+        "cut.onnx: broken model file: truncated (ModelProto.graph runs past the end of the file)",
+        "empty.engine: broken model file: empty file",
+        "nograph.onnx: broken model file: not an ONNX model (no graph)",
+        "text.onnx: broken model file: not an ONNX model (unexpected protobuf field 13 in ModelProto)",
+    ]
+    assert "opaque" in plugins.names()  # TensorRT itself says whether it can deserialize it, on first use

@@ -29,9 +29,20 @@ class ServerThread:
 
     def close(self) -> None:
         self.call(self.listening.close())
+        self.call(self._cancel_leftovers())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+    @staticmethod
+    async def _cancel_leftovers() -> None:
+        """aiortc leaves tasks behind after close; end them here, or they are reported as "destroyed but
+        pending" when collected, in whichever later test happens to be running."""
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def __enter__(self) -> ServerThread:  # noqa: PYI034
         return self

@@ -64,7 +64,7 @@ def server(tmp_path):
     port = free_port()
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed at teardown; a file, not a pipe: a full pipe would block the server
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stylestream", "serve", "--port", str(port), "--style", "edges"],
+        [sys.executable, "-m", "stylestream", "serve", "--port", str(port), "--style", "edges", "--ice-interface", "lo"],
         stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

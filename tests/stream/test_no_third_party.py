@@ -35,6 +35,7 @@ class NetRecorder:
     def __init__(self) -> None:
         self.mine = own_addresses()
         self.destinations: list[str] = []
+        self.datagrams = 0  # UDP datagrams seen (media, STUN): proves the hook is where aioice sends
 
     def local(self, host: str) -> bool:
         if host in ("localhost", ""):
@@ -59,6 +60,7 @@ class NetRecorder:
         def sendto(self, data, addr=None):
             if addr is not None:
                 rec.destinations.append(str(addr[0]))
+            rec.datagrams += 1
             return orig_sendto(self, data, addr)
 
         def guard(host) -> None:
@@ -116,8 +118,7 @@ def test_a_full_session_contacts_nobody_outside_this_machine(clip):
 
     with rec.recording():
         connect_s = asyncio.run(main())
-    udp = [d for d in rec.destinations if d not in ("127.0.0.1", "localhost")]
-    assert udp, "the recorder saw no media traffic at all: it is not hooked where aioice sends"
+    assert rec.datagrams > 10, "the recorder saw no media traffic: it is not hooked where aioice sends"
     assert rec.outside() == [], f"contacted outside this machine: {sorted(set(rec.outside()))}"
     assert connect_s < 2.0, f"connecting took {connect_s:.2f} s with no STUN server configured"
 

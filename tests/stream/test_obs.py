@@ -167,7 +167,7 @@ def test_obs_whip_publish_whep_view_and_delete(clip):
             async with http.get(f"{base}/api/sessions/{sid}", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
                 assert r.status == 404
             async with http.delete(f"{base}{location}", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
-                assert r.status == 404
+                assert r.status == 200  # a repeated DELETE (OBS retries) is not an error
             await viewer.close()
             await obs.pc.close()
             return {"received": list(received.frames), "page": page, "after_delete": len(received.frames)

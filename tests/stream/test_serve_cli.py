@@ -35,7 +35,7 @@ def test_sigterm_closes_peers_and_exits_cleanly(clip, tmp_path):
     port = free_port()
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "stylestream", "-v", "serve", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "stylestream", "-v", "serve", "--port", str(port), "--ice-interface", "lo"],
                                 stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
 
     async def main() -> bool:

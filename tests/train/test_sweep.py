@@ -134,6 +134,7 @@ def test_diverged_and_crashed_runs_are_recorded_and_resume_finishes_the_rest(
     assert_exit_2(lambda: sweep(tiny_data, style_path, out, *args))
     assert "already holds a sweep; pass --resume" in capsys.readouterr().err
     kept = (out / "adam/lr0.001-bs2/model.pt").stat().st_mtime_ns
+    (out / "crash-test/lr0.01-bs2/checkpoint.pt").unlink()  # as if killed before its first checkpoint
     _CrashAtStep2.armed = False
     assert sweep(tiny_data, style_path, out, *args, "--resume") == 0
     data = json.loads((out / "report.json").read_text())
@@ -143,6 +144,24 @@ def test_diverged_and_crashed_runs_are_recorded_and_resume_finishes_the_rest(
     assert (out / "adam/lr0.001-bs2/model.pt").stat().st_mtime_ns == kept  # not retrained
     with open(out / "crash-test/lr0.001-bs2/metrics.csv", newline="") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3]  # resumed after step 1, no repeats
+    with open(out / "crash-test/lr0.01-bs2/metrics.csv", newline="") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3]  # started over, the old rows gone
+
+
+def test_overwrite_starts_a_sweep_afresh(tiny_data, style_path, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ("--optimizers", "adam", "--batch-sizes", "2")
+    assert sweep(tiny_data, style_path, out, *args) == 0
+    model = out / "adam/lr0.001-bs2/model.pt"
+    first = model.stat().st_mtime_ns
+    capsys.readouterr()
+    assert_exit_2(lambda: sweep(tiny_data, style_path, out, *args, "--resume", "--overwrite"))
+    err = capsys.readouterr().err
+    assert "--resume (continue the sweep in --out) or --overwrite (start it afresh), not both" in err
+    assert sweep(tiny_data, style_path, out, *args, "--overwrite") == 0
+    assert model.stat().st_mtime_ns != first  # trained again
+    with open(out / "adam/lr0.001-bs2/metrics.csv", newline="") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3]
 
 
 def assert_exit_2(fn) -> None:

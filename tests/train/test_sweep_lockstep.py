@@ -50,3 +50,37 @@ def test_lockstep_refuses_mixed_groups(make_cfg, tmp_path):
     cfgs = [make_cfg(out=str(tmp_path / "a")), make_cfg(out=str(tmp_path / "b"), batch_size=3)]
     with pytest.raises(ConfigError, match="differ in batch_size"):
         train_lockstep(cfgs, make_shared(cfgs[0]), progress=False)
+
+
+def test_lockstep_runs_follow_the_folder_rules_of_train(make_cfg, tmp_path, caplog):
+    """A run killed before its first checkpoint: --resume starts over (and says so), a plain run is
+    refused naming both flags, --overwrite starts afresh; exactly as `train` does."""
+
+    def killed_early(out: Path) -> None:
+        out.mkdir()
+        (out / "metrics.csv").write_text(
+            "step,epoch,content,style,tv,total,lr,images/s,seconds\n1,0,1,1,0,2,0.001,1,1\n"
+        )
+        (out / "card.json").write_text('{"status": "running"}')
+
+    for name in ("seq", "ls"):
+        killed_early(tmp_path / name)
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume to continue it, --overwrite"):
+        train(make_cfg(out=str(tmp_path / "seq"), steps=2))
+    cfg = make_cfg(out=str(tmp_path / "ls"), steps=2)
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume to continue it, --overwrite"):
+        train_lockstep([cfg], make_shared(cfg), progress=False)
+
+    caplog.clear()
+    assert train(make_cfg(out=str(tmp_path / "seq"), steps=2, resume=True)).step == 2
+    (oc,) = train_lockstep([make_cfg(out=str(tmp_path / "ls"), steps=2, resume=True)], make_shared(cfg),
+                           progress=False)  # fmt: skip
+    assert oc.status == "ok" and oc.step == 2
+    said = [r.getMessage() for r in caplog.records if "starting over from step 0" in r.getMessage()]
+    assert said == [f"--resume: {tmp_path / n} has no checkpoint yet (the run stopped before its first one); "
+                    "starting over from step 0" for n in ("seq", "ls")]  # fmt: skip
+    assert totals(tmp_path / "ls") == pytest.approx(totals(tmp_path / "seq"), rel=1e-5)  # both from step 0
+
+    (oc,) = train_lockstep([make_cfg(out=str(tmp_path / "ls"), steps=3, overwrite=True)], make_shared(cfg),
+                           progress=False)  # fmt: skip
+    assert oc.step == 3 and len(totals(tmp_path / "ls")) == 3
