@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from stylestream.devices import cpu_model
 from stylestream.models import build_model, save_model
 from stylestream.plugins import Engine, discover_plugins
 from stylestream.stream.cam import AVSource, CamPipeline, RecordingSink
-from stylestream.train.loop import cpu_model
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 

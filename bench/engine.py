@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stylestream.devices import available_cores
 from stylestream.models import build_model, save_model
 from stylestream.plugins import Engine, discover_plugins
-from stylestream.plugins.backends import cpu_threads
 
 ARCHS = {"lite": {}, "johnson": {}}
 FILTERS = ["cartoon", "sketch", "watercolor"]
@@ -51,7 +51,7 @@ def measure(engine: Engine, style: str, h: int, w: int, batch: int, seconds: flo
 def device_desc(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()}, {cpu_threads()} cores usable"
+    return f"{platform.processor() or platform.machine()}, {available_cores()} cores usable"
 
 
 def main() -> None:

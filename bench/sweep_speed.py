@@ -37,8 +37,10 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
+    from stylestream.devices import device_name
+    from stylestream.devices import resolve as resolve_device
     from stylestream.train.lockstep import make_shared, train_lockstep
-    from stylestream.train.loop import TrainConfig, device_name, resolve_device, train
+    from stylestream.train.loop import TrainConfig, train
 
     opts = [o.strip() for o in args.optimizers.split(",") if o.strip()]
     tmp = Path(tempfile.mkdtemp(prefix="sweep_speed_"))

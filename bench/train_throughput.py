@@ -204,9 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", type=Path, help="write a bar chart (PNG) here")
     args = ap.parse_args(argv)
 
+    from stylestream.devices import resolve as resolve_device
     from stylestream.train.data import ImageFolderDataset
     from stylestream.train.images import load_image
-    from stylestream.train.loop import resolve_device
     from stylestream.train.vgg import load_vgg
 
     device = resolve_device(args.device)

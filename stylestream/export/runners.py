@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from stylestream.devices import cache_dir
 from stylestream.export.formats import ExportError
 
 log = logging.getLogger(__name__)
@@ -23,12 +24,6 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
-def _trt_cache_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("STYLESTREAM_CACHE", Path.home() / ".cache" / "stylestream")) / "ort-trt"
-
-
 def ort_providers(device: str) -> list[Any]:
     """ORT provider list for a device name: cpu | cuda | trt-ep (TensorRT EP, CUDA EP after it to
     catch unsupported nodes). Engine/timing caches are per GPU + TRT + ORT version: ORT keys its
@@ -40,7 +35,7 @@ def ort_providers(device: str) -> list[Any]:
     if device == "cuda":
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "trt-ep":
-        cache = _trt_cache_dir() / ort.__version__
+        cache = cache_dir("trt-ep", ort.__version__)
         cache.mkdir(parents=True, exist_ok=True)
         opts = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                 "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}  # fmt: skip

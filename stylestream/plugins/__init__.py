@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from stylestream.plugins.backends import BACKENDS, BackendUnavailable, pick_backend, resolve_device
+from stylestream.plugins.backends import BACKENDS, BackendUnavailable, pick_backend
 from stylestream.plugins.base import STRENGTH, Param, PluginInfo, StylePlugin
 from stylestream.plugins.discovery import (
     ENTRY_POINT_GROUP,
@@ -24,5 +24,5 @@ from stylestream.plugins.neural import SCALE, NeuralPlugin
 __all__ = [
     "BACKENDS", "BUILTINS", "ENTRY_POINT_GROUP", "SCALE", "STRENGTH", "BackendUnavailable", "Engine",
     "EngineClosed", "NeuralPlugin", "Param", "PluginInfo", "PluginSet", "StylePlugin", "discover_plugins",
-    "pick_backend", "plugin_from_model", "resolve_device", "user_plugin_dirs",
+    "pick_backend", "plugin_from_model", "user_plugin_dirs",
 ]  # fmt: skip

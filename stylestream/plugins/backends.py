@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from stylestream.devices import cache_dir, compute_threads
 from stylestream.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -61,39 +62,6 @@ BACKENDS: Registry[type[Backend]] = Registry("backend")
 def _register(cls: type[Backend], help: str) -> type[Backend]:
     BACKENDS.add(cls.name, cls, help, formats=", ".join(cls.formats))
     return cls
-
-
-def cpu_threads() -> int:
-    """Cores this process may use (cgroup/affinity aware, unlike os.cpu_count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
-def resolve_device(device: str = "auto") -> str:
-    """'auto' -> 'cuda' when a CUDA GPU is usable, else 'mps', else 'cpu'. Validates explicit names."""
-    import torch
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    kind = device.split(":")[0]
-    if kind not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("device 'mps' requested but Apple MPS is not available; use --device cpu")
-    return device
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "stylestream"
 
 
 # --------------------------------------------------------------------------------------------- torch
@@ -362,7 +330,7 @@ class OnnxRuntimeBackend(Backend):
         if not providers:
             # one session per style; intra-op threads use every core, no inter-op parallelism (a convnet
             # is a chain of ops)
-            opts.intra_op_num_threads = cpu_threads()
+            opts.intra_op_num_threads = compute_threads()
             opts.inter_op_num_threads = 1
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         providers.append("CPUExecutionProvider")
@@ -384,7 +352,7 @@ class OnnxRuntimeBackend(Backend):
 
         # engine caches are valid only for one GPU + TensorRT + ORT version: key the folder on them
         key = hashlib.sha1(f"{self.path.resolve()}|{ort.__version__}|{dev_id}".encode()).hexdigest()[:16]
-        cache = cache_dir() / "trt-ep" / key
+        cache = cache_dir("trt-ep", key)
         cache.mkdir(parents=True, exist_ok=True)
         return {
             "device_id": dev_id,
@@ -500,7 +468,7 @@ def cached_onnx(pt_path: Path) -> Path | None:
     from stylestream.models.io import atomic_write
 
     digest = hashlib.sha256(Path(pt_path).read_bytes()).hexdigest()[:20]
-    out = cache_dir() / "onnx" / f"{Path(pt_path).stem}-{digest}.onnx"
+    out = cache_dir("onnx", f"{Path(pt_path).stem}-{digest}.onnx")
     if out.is_file():
         return out
     try:

@@ -71,7 +71,8 @@ class Engine:
     def __init__(self, plugins: PluginSet, backend: str = "auto", device: str = "auto",
                  max_side: int | None = None, max_batch: int = 8, workers: int = 1,
                  batch_window_ms: float = 5.0) -> None:  # fmt: skip
-        from stylestream.plugins.backends import BACKENDS, resolve_device
+        from stylestream.devices import resolve_name
+        from stylestream.plugins.backends import BACKENDS
 
         if backend != "auto":
             BACKENDS.entry(backend)  # an unknown backend fails here, listing the choices
@@ -79,7 +80,7 @@ class Engine:
             raise ValueError(f"max_side must be at least 16 pixels, got {max_side}")
         self.plugins = plugins
         self.backend = backend
-        self.device = resolve_device(device)
+        self.device = resolve_name(device)
         self.max_side = max_side
         self.max_batch = max(1, max_batch)
         self._bound: dict[str, StylePlugin] = {}

@@ -11,7 +11,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stylestream.plugins.backends import BACKENDS, Backend, cached_onnx, pick_backend, resolve_device
+from stylestream.devices import resolve_name
+from stylestream.plugins.backends import BACKENDS, Backend, cached_onnx, pick_backend
 from stylestream.plugins.base import Param, StylePlugin
 from stylestream.plugins.paths import confined
 
@@ -46,7 +47,7 @@ class NeuralPlugin(StylePlugin):
 
     @property
     def device(self) -> str:
-        return resolve_device(self.requested_device)
+        return resolve_name(self.requested_device)
 
     def _converts_pt_to_onnx(self, device: str) -> bool:
         """A .pt-only style under --backend auto on CPU runs on ONNX Runtime via a cached conversion."""

@@ -143,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
     sinks.append(Progress())
 
     try:
+        from stylestream import devices
+
+        devices.reserve_cores(1)  # capture decoding and the output encoder need a core
         engine = Engine(plugins, backend=args.backend, device=args.device, max_side=args.max_side)
     except ValueError as exc:  # unknown backend or device (the message lists the choices)
         raise CLIError(str(exc)) from None

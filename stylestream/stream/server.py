@@ -50,8 +50,10 @@ def create_app(config: ServerConfig | None = None, *, plugins: Any = None, engin
                                    max_model_mb=config.max_model_mb)  # fmt: skip
         owned.append(plugins)
     if engine is None:
+        from stylestream import devices
         from stylestream.plugins import Engine
 
+        devices.reserve_cores(1)  # aiortc's decoders and encoders need a core; inference takes the rest
         engine = Engine(plugins, backend=config.backend, device=config.device, max_side=config.max_side)
         owned.insert(0, engine)
     plugins.get(config.default_style)  # fail at start-up, not on the first visitor

@@ -105,6 +105,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stylestream.cli import CLIError
+    from stylestream.devices import DeviceError
     from stylestream.models.io import WriteError
     from stylestream.train.data import DataError
     from stylestream.train.images import ImageLoadError
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     try:
         result = train(cfg)
-    except (ConfigError, DataError, ImageLoadError, VGGWeightsError) as exc:
+    except (ConfigError, DeviceError, DataError, ImageLoadError, VGGWeightsError) as exc:
         raise CLIError(str(exc)) from None
     except WriteError as exc:  # card.json records status "failed" where it could be written
         raise CLIError(exc.line("--out")) from None

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stylestream import devices
 from stylestream.models import build_model, save_model
 from stylestream.models.io import WriteError
 from stylestream.train.data import DataError, ImageFolderDataset, make_loader
@@ -35,9 +36,7 @@ from stylestream.train.loop import (
     TrainConfig,
     amp_setup,
     build_loss,
-    device_name,
     library_versions,
-    resolve_device,
     start_mode,
 )
 from stylestream.train.losses import PerceptualLoss
@@ -70,7 +69,7 @@ class Shared:
 def make_shared(cfg: TrainConfig, dataset: ImageFolderDataset | None = None) -> Shared:
     """Load the style image and VGG once; `dataset` defaults to every image under cfg.data."""
     cfg.validate()
-    device = resolve_device(cfg.device)
+    device = devices.resolve(cfg.device)
     dataset = dataset if dataset is not None else ImageFolderDataset(cfg.data, cfg.image_size)
     _, loss_fn = build_loss(cfg, device)
     return Shared(device, dataset, loss_fn)
@@ -212,7 +211,7 @@ def _train_lockstep(cfgs: Sequence[TrainConfig], shared: Shared, runs: list[_Run
     for r in runs:
         r.card = {
             "kind": "stylestream-train", "status": "running", "settings": asdict(r.cfg),
-            "vgg_weights": shared.vgg_desc, "device": device_name(dev),
+            "vgg_weights": shared.vgg_desc, "device": devices.device_name(dev),
             "amp": str(r.amp_dtype).removeprefix("torch.") if r.amp_dtype else "off",
             "dataset": {"folder": str(r.cfg.data), "images": len(shared.dataset),
                         "batches_per_epoch": loader.batches_per_epoch},

@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from stylestream import devices
 from stylestream.models import ARCHITECTURES, build_model, save_model
 from stylestream.models.io import WriteError
 from stylestream.models.layers import NORMS
@@ -131,43 +131,6 @@ class TrainResult:
     card: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"--device {name}: MPS is not available on this machine (use --device cpu)")
-    return dev
-
-
-def cpu_model() -> str:
-    """The CPU's model name (for benchmark and run-card device lines)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return f"{dev} ({torch.cuda.get_device_name(dev)})"
-    if dev.type == "cpu":
-        return f"cpu ({cpu_model()}, {torch.get_num_threads()} threads)"
-    return str(dev)
-
-
 def cpu_has_fast_bf16() -> bool:
     """AMX tiles make bf16 convolutions several times faster than float32 on CPU; without them bf16
     is emulated and slower, so AMP stays off by default."""
@@ -270,7 +233,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     with a message that says what to do)."""
     cfg.validate()
     init_from_env()  # joins torchrun's process group (DDP); a no-op otherwise
-    device = local_device(resolve_device(cfg.device))
+    device = local_device(devices.resolve(cfg.device))
     rank, world = dist_rank_world()
     run = RunDir(cfg.out, writable=rank == 0)
     resume = start_mode(run, cfg)
@@ -367,7 +330,7 @@ def _train(p: Prepared, on_step: Callable[[int, dict[str, float]], None] | None)
         "status": "running",
         "settings": asdict(cfg),
         "vgg_weights": p.loss_fn.vgg.weights_desc,
-        "device": device_name(dev),
+        "device": devices.device_name(dev),
         "amp": str(p.amp_dtype).removeprefix("torch.") if p.amp_dtype else "off",
         "dataset": {
             "folder": str(cfg.data),

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from stylestream.train.loop import resolve_device
+from stylestream import devices
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def optimize_image(cfg: OptimizeConfig, vgg: torch.nn.Module | None = None) -> O
         raise ValueError(f"unknown init {cfg.init!r}; choose one of: {', '.join(INITS)}")
     if cfg.steps < 1 or cfg.image_size < 16:
         raise ValueError("steps must be >= 1 and image size >= 16")
-    device = resolve_device(cfg.device)
+    device = devices.resolve(cfg.device)
     lr = cfg.lr if cfg.lr is not None else default_lr(cfg.optimizer)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -206,7 +206,7 @@ def compare_optimizers(
     from stylestream.train.vgg import load_vgg
 
     out = Path(cfg.out)
-    vgg = load_vgg(cfg.vgg_weights, device=str(resolve_device(cfg.device)), seed=cfg.seed)
+    vgg = load_vgg(cfg.vgg_weights, device=str(devices.resolve(cfg.device)), seed=cfg.seed)
     results: dict[str, OptimizeResult] = {}
     for name in optimizers:
         sub = OptimizeConfig(**{**cfg.__dict__, "optimizer": name, "out": _out_path(out, f"_{name}.png"),

@@ -72,6 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stylestream.cli import CLIError
+    from stylestream.devices import DeviceError
     from stylestream.models.io import WriteError
     from stylestream.registry import UnknownNameError
     from stylestream.train.data import DataError
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                      parallel=args.parallel, resume=args.resume, overwrite=args.overwrite)  # fmt: skip
     try:
         result = run_sweep(sc)
-    except (ConfigError, DataError, ImageLoadError, VGGWeightsError, UnknownNameError) as exc:
+    except (ConfigError, DeviceError, DataError, ImageLoadError, VGGWeightsError, UnknownNameError) as exc:
         raise CLIError(str(exc)) from None
     except WriteError as exc:
         raise CLIError(exc.line("--out")) from None
