@@ -34,5 +34,11 @@ class Metrics:
             ["style"], buckets=_BUCKETS, registry=r,
         )  # fmt: skip
 
+        # Labelled series appear only once used: give the session gauges and counters their zeros, so an
+        # idle server's /metrics says "0 sessions" instead of nothing.
+        for kind in ("browser", "whip"):
+            self.sessions.labels(kind)
+            self.sessions_total.labels(kind)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

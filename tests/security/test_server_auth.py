@@ -4,14 +4,11 @@ token does not open everybody's session: each attack here is run against a real 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +16,7 @@ from stylestream.stream.appkeys import SESSIONS
 from stylestream.stream.config import ServerConfig
 from stylestream.stream.server import create_app
 from tests.security.server_thread import ServerThread
-from tests.stream.test_browser import free_port
+from tests.serve_process import ServeProcess
 
 ADMIN = "admin-token-0123456789abcdef"
 
@@ -39,39 +36,11 @@ def request(url: str, method: str = "GET", token: str | None = None, body: bytes
         return exc.code, dict(exc.headers), exc.read()
 
 
-class Serve:
-    """`stylestream serve` in a subprocess; its printed lines are read from a file (a pipe could fill)."""
 
-    def __init__(self, tmp_path: Path, *args: str, env: dict | None = None) -> None:
-        self.port = free_port()
-        self.log = tmp_path / f"serve-{self.port}.log"
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stylestream", "serve", "--port", str(self.port), *args],
-                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-            )  # fmt: skip
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 60) -> str:
-        """Wait until the server says where to go (it does so only once the port is bound)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log.read_text()
-            if "open" in text and re.search(r"https?://\S+:\d+/", text):
-                return text
-            if self.proc.poll() is not None:
-                pytest.fail(f"serve exited with {self.proc.returncode}:\n{text}")
-            time.sleep(0.1)
-        pytest.fail(f"serve did not become ready in {timeout} s:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
 
 
 def test_public_bind_without_token_generates_one_and_prints_the_url(tmp_path):
-    s = Serve(tmp_path, "--host", "0.0.0.0", env={"STYLESTREAM_TOKEN": ""})
+    s = ServeProcess(tmp_path, "--host", "0.0.0.0", env={"STYLESTREAM_TOKEN": ""})
     try:
         text = s.wait_ready()
         m = re.search(r"http://\S+:(\d+)/#token=([A-Za-z0-9_-]{20,})", text)
@@ -87,7 +56,7 @@ def test_public_bind_without_token_generates_one_and_prints_the_url(tmp_path):
 
 
 def test_no_auth_is_explicit_and_warns(tmp_path):
-    s = Serve(tmp_path, "--host", "0.0.0.0", "--no-auth", env={"STYLESTREAM_TOKEN": ""})
+    s = ServeProcess(tmp_path, "--host", "0.0.0.0", "--no-auth", env={"STYLESTREAM_TOKEN": ""})
     try:
         text = s.wait_ready()
         assert "WARNING" in text and "--no-auth" in text, text
@@ -103,7 +72,7 @@ def test_token_from_environment_and_file_stays_out_of_ps(tmp_path):
         (["--token-file", str(token_file)], {}, "from-a-file-0123456789"),
         ([], {"STYLESTREAM_TOKEN": "from-the-env-0123456789"}, "from-the-env-0123456789"),
     ]:
-        s = Serve(tmp_path, "--host", "0.0.0.0", *args, env=env)
+        s = ServeProcess(tmp_path, "--host", "0.0.0.0", *args, env=env)
         try:
             text = s.wait_ready()
             assert "#token=" not in text and token not in text, "a token the user chose is not printed"
@@ -126,7 +95,7 @@ def test_library_refuses_an_open_public_server():
 
 
 def test_busy_port_is_one_line_and_no_url_is_printed(tmp_path):
-    first = Serve(tmp_path)
+    first = ServeProcess(tmp_path)
     try:
         first.wait_ready()
         r = subprocess.run([sys.executable, "-m", "stylestream", "serve", "--port", str(first.port)],

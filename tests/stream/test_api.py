@@ -180,3 +180,15 @@ def test_styles_without_a_picture_get_a_rendered_thumbnail():
                 assert r.status == 200
 
     asyncio.run(main())
+
+
+def test_idle_server_reports_zero_sessions_and_has_a_favicon():
+    async def main() -> None:
+        async with running_server() as (base, _app), ClientSession() as http:
+            async with http.get(f"{base}/metrics") as r:
+                text = await r.text()
+            assert 'stylestream_sessions{kind="browser"} 0.0' in text and 'stylestream_sessions{kind="whip"} 0.0' in text
+            async with http.get(f"{base}/favicon.ico") as r:
+                assert r.status == 204  # not a 404 in every browser console
+
+    asyncio.run(main())

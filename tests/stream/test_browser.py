@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,14 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.serve_process import ServeProcess
+
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_y4m(media: Path, out: Path) -> Path:
@@ -61,26 +55,10 @@ def session_gone(url: str, timeout: float = 5.0) -> bool:
 
 @pytest.fixture
 def server(tmp_path):
-    port = free_port()
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed at teardown; a file, not a pipe: a full pipe would block the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stylestream", "serve", "--port", str(port), "--style", "edges", "--ice-interface", "lo"],
-        stdout=log, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            get_json(base + "/healthz")
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {(tmp_path / 'server.log').read_text()}")
-            time.sleep(0.1)
-    yield base, proc
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(timeout=15)
-    log.close()
+    srv = ServeProcess(tmp_path, "--style", "edges")
+    srv.wait_ready()
+    yield srv.base, srv.proc
+    srv.stop()
 
 
 FRAME_DIFF_JS = """() => {
@@ -93,8 +71,6 @@ FRAME_DIFF_JS = """() => {
 
 
 def test_page_streams_camera_stylized_and_switches_style(server, media, tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (.ci/run does)")
     from playwright.sync_api import sync_playwright
 
     base, _proc = server

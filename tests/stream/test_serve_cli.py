@@ -10,8 +10,8 @@ import sys
 from aiohttp import ClientSession
 
 from stylestream.stream.sdp import accept_candidateless, with_bitrate
+from tests.serve_process import ServeProcess
 from tests.stream.rtc_client import ClipTrack, Peer
-from tests.stream.test_browser import free_port
 
 
 def serve(*args: str) -> subprocess.CompletedProcess:
@@ -32,26 +32,16 @@ def test_bad_options_are_clear_errors():
 
 
 def test_sigterm_closes_peers_and_exits_cleanly(clip, tmp_path):
-    port = free_port()
-    log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "stylestream", "-v", "serve", "--port", str(port), "--ice-interface", "lo"],
-                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    srv = ServeProcess(tmp_path, verbose=True)
+    srv.wait_ready()
 
     async def main() -> bool:
-        base = f"http://127.0.0.1:{port}"
         async with ClientSession() as http:
-            for _ in range(100):
-                try:
-                    async with http.get(base + "/healthz"):
-                        break
-                except OSError:
-                    await asyncio.sleep(0.1)
             peer = Peer(ClipTrack(clip))
-            await peer.connect(http, base, "cartoon")
+            await peer.connect(http, srv.base, "cartoon")
             while len(peer.received.frames) < 10:
                 await asyncio.sleep(0.05)
-            proc.send_signal(signal.SIGTERM)
+            srv.proc.send_signal(signal.SIGTERM)
             for _ in range(100):  # the server closes the connection: our incoming track ends
                 if peer.pc.connectionState == "closed" or all(t.done() for t in peer._tasks):
                     break
@@ -62,11 +52,10 @@ def test_sigterm_closes_peers_and_exits_cleanly(clip, tmp_path):
 
     try:
         ended = asyncio.run(main())
-        assert proc.wait(timeout=20) == 0
+        assert srv.proc.wait(timeout=20) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    text = log.read_text()
+        srv.stop()
+    text = srv.output()
     assert ended, "the peer's stream did not end when the server shut down"
     assert "closed 1 session(s) on shutdown" in text, text[-2000:]
 
