@@ -27,8 +27,9 @@ from aiohttp import ClientSession
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stylestream.stream import network
+from tests.serve_process import free_port
 from tests.stream.rtc_client import ClipTrack, Peer, load_clip, match_pts
-from tests.stream.test_browser import free_port
 
 CLIP = Path(__file__).resolve().parents[2] / "shared" / "media" / "video" / "webcam_walk.mkv"
 
@@ -110,7 +111,9 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory()
     if url is None:
         port = free_port()
+        network.use_interfaces(["lo"])  # server and peers on one machine: media stays on loopback
         cmd = [sys.executable, "-m", "stylestream", "serve", "--port", str(port), "--max-sessions", "64",
+               "--ice-interface", "lo",
                *args.serve_args.split()]  # fmt: skip
         if args.lite_random:
             make_lite_plugin(Path(tmp.name))

@@ -55,6 +55,7 @@ class PipelineStats:
     out_size: tuple[int, int] | None = None  # as sent
     fps_in: RateMeter = field(default_factory=RateMeter)
     fps_out: RateMeter = field(default_factory=RateMeter)
+    first_published_at: float | None = None  # time.monotonic() of the first stylized frame
     latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=60))
     inference_s: deque[float] = field(default_factory=lambda: deque(maxlen=60))
 
@@ -272,3 +273,5 @@ class FramePipeline:
         vf = await asyncio.to_thread(from_rgb, out, frame)
         self.stats.out_size = (vf.width, vf.height)
         await self.output.publish(vf, received_at, style)
+        if self.stats.first_published_at is None:
+            self.stats.first_published_at = time.monotonic()

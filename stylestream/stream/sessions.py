@@ -75,6 +75,7 @@ class Session:
         self.style = style
         self.params = params
         self.created = time.time()
+        self.created_mono = time.monotonic()  # the offer's arrival, for time-to-first-frame
         self.pc = new_peer_connection(manager.config)
         self.pipeline: FramePipeline | None = None
         self.audio: AudioRelay | None = None  # the publisher's sound, for viewers (OBS, FFmpeg send Opus)
@@ -256,7 +257,9 @@ class Session:
             backend = self.manager.engine.backend_name(self.style)
         except Exception:  # noqa: BLE001 - a listing must not fail on one bad style
             backend = None
+        first = self.pipeline.stats.first_published_at if self.pipeline else None
         return {
+            "first_frame_ms": round((first - self.created_mono) * 1000, 1) if first else None,
             "id": self.id, "kind": self.kind, "style": self.style, "params": self.params,
             "state": self.pc.connectionState, "created": self.created, "backend": backend,
             "viewers": len(self.viewers), "errors": list(self.errors), **stats,
