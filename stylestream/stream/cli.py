@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stylestream.plugins.options import add_engine_arguments, add_plugin_arguments
 from stylestream.stream.config import VIDEO_CODECS, ServerConfig
 
 TOKEN_ENV = "STYLESTREAM_TOKEN"
@@ -23,18 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = ServerConfig()
     p.add_argument("--host", default=d.host, help="address to bind (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=d.port, help="port (default: %(default)s)")
-    p.add_argument("--plugins", action="append", type=Path, default=[], metavar="DIR",
-                   help="a folder of style plugins (repeatable); the user plugin folder is always scanned")
-    from stylestream.plugins.backends import BACKENDS  # light: the table only
-    from stylestream.plugins.options import add_max_model_mb_argument
-
-    add_max_model_mb_argument(p)
-
-    p.add_argument("--backend", default=d.backend, choices=["auto", *BACKENDS.names()],
-                   help="inference backend for neural styles (default: auto = fastest available)")
-    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto (default: auto)")
-    p.add_argument("--max-side", type=int, default=None, metavar="N",
-                   help="scale incoming frames down so the longer side is at most N pixels (aspect kept)")
+    add_plugin_arguments(p)
+    add_engine_arguments(p)
     auth = p.add_argument_group("access (see README: Security)")
     auth.add_argument("--token", default=None,
                       help="require 'Authorization: Bearer TOKEN' on the API, WHIP, WHEP and /metrics (also "
@@ -64,6 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ice-server", action="append", default=[], metavar="URL",
                    help="STUN/TURN server for peers behind NAT, e.g. stun:stun.example.org:3478 or "
                         "turn:USER:PASS@turn.example.org:3478 (repeatable)")  # fmt: skip
+    p.add_argument("--target-fps", type=float, default=ServerConfig().target_fps, metavar="FPS",
+                   help="hold this output frame rate per session by adapting the processing size between "
+                        "128 px and the input size (or --max-side); output keeps the input size; 0: off "
+                        "(default: %(default)g)")
     p.add_argument("--ice-interface", action="append", default=[], metavar="NAME",
                    help="offer ICE candidates only on this network interface (repeatable); 'lo' keeps a "
                         "single-machine setup on loopback (default: every interface but lo)")
@@ -101,14 +96,15 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     import os
 
     return ServerConfig(
-        host=args.host, port=args.port, plugin_dirs=list(args.plugins), max_model_mb=args.max_model_mb,
+        host=args.host, port=args.port, plugin_dirs=list(args.plugins), include_user_plugins=not args.no_user_plugins,
+        max_model_mb=args.max_model_mb,
         backend=args.backend,
         device=args.device, max_side=args.max_side, token=read_token(args), no_auth=args.no_auth,
         admin_token=args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None,
         allowed_hosts=list(args.allowed_host), cors_origins=list(args.cors_origin),
         max_candidates=args.max_candidates, max_connections_per_ip=args.max_connections_per_ip,
         max_sessions=args.max_sessions, cert=args.cert, key=args.key, ice_servers=list(args.ice_server),
-        ice_interfaces=list(args.ice_interface), public_ip=args.public_ip,
+        ice_interfaces=list(args.ice_interface), public_ip=args.public_ip, target_fps=args.target_fps,
         codec=args.codec, max_bitrate_kbps=args.max_bitrate, default_style=args.style,
     )  # fmt: skip
 

@@ -24,7 +24,8 @@ class ServerConfig:
     max_model_mb: float = 1024  # plugin model files over this are skipped at discovery
     backend: str = "auto"
     device: str = "auto"
-    max_side: int | None = None
+    max_side: int | None = None  # the largest processing size (longer side); output keeps the input size
+    target_fps: float = 24.0  # hold this output frame rate by adapting the processing size; 0: off
     token: str | None = None  # required on the API, WHIP, WHEP and /metrics when set
     no_auth: bool = False  # the user's explicit choice to serve a non-loopback address with no token
     admin_token: str | None = None  # needed to list every session (GET /api/sessions)
@@ -87,6 +88,8 @@ class ServerConfig:
                 raise ValueError(f"TLS file {p} does not exist")
         if self.max_sessions < 1:
             raise ValueError(f"--max-sessions must be at least 1, got {self.max_sessions}")
+        if not 0 <= self.target_fps <= 120:
+            raise ValueError(f"--target-fps must be 0 (off) to 120, got {self.target_fps}")
         if self.max_side is not None and self.max_side < 16:
             raise ValueError(f"--max-side must be at least 16 pixels, got {self.max_side}")
         if self.max_bitrate_kbps is not None and not 100 <= self.max_bitrate_kbps <= 50_000:

@@ -13,11 +13,14 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
+
+from stylestream.stream.adaptive import ScaleController
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +33,30 @@ class RateMeter:
     def __init__(self, window: float = 2.0) -> None:
         self.window = window
         self._t: deque[float] = deque()
+        self._start: float | None = None
 
     def tick(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        if self._start is None:
+            self._start = now
         self._t.append(now)
         while self._t and now - self._t[0] > self.window:
             self._t.popleft()
 
     def rate(self) -> float:
+        """Over the window, or over the time since the first event while that is shorter (so the first
+        second does not read as half the real rate)."""
         now = time.monotonic()
         while self._t and now - self._t[0] > self.window:
             self._t.popleft()
-        return len(self._t) / self.window
+        if len(self._t) < 2 or self._start is None:
+            return 0.0
+        span = min(self.window, now - self._start)
+        return (len(self._t) - 1) / span if span > 0 else 0.0
+
+    def reset(self) -> None:
+        self._t.clear()
+        self._start = None
 
 
 @dataclass
@@ -53,6 +68,8 @@ class PipelineStats:
     plugin_errors: int = 0
     in_size: tuple[int, int] | None = None  # (width, height) as received
     out_size: tuple[int, int] | None = None  # as sent
+    proc_size: tuple[int, int] | None = None  # what the style ran at (the adaptive controller's choice)
+    adapting: bool = False  # proc_size is below the input size to hold the frame rate
     fps_in: RateMeter = field(default_factory=RateMeter)
     fps_out: RateMeter = field(default_factory=RateMeter)
     first_published_at: float | None = None  # time.monotonic() of the first stylized frame
@@ -70,7 +87,14 @@ class PipelineStats:
             "latency_ms": ms(self.latency_s), "inference_ms": ms(self.inference_s),
             "in_size": list(self.in_size) if self.in_size else None,
             "out_size": list(self.out_size) if self.out_size else None,
+            "proc_size": list(self.proc_size) if self.proc_size else None, "adapting": self.adapting,
         }  # fmt: skip
+
+    def reset_style_figures(self) -> None:
+        """A style switch: timings and rates describe the new style from its first frame."""
+        self.latency_s.clear()
+        self.inference_s.clear()
+        self.fps_out.reset()
 
 
 @dataclass
@@ -135,58 +159,56 @@ class OutputTrack(MediaStreamTrack):
         return pub.frame
 
 
-def fit_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
-    """Scale down to `max_side` keeping the aspect ratio, with even sides (4:2:0 encoders need them)."""
-    scale = min(1.0, max_side / max(width, height)) if max_side else 1.0
-    w = max(2, round(width * scale / 2) * 2)
-    h = max(2, round(height * scale / 2) * 2)
-    return w, h
-
-
-def to_rgb(frame: VideoFrame, max_side: int | None) -> np.ndarray:
-    w, h = fit_size(frame.width, frame.height, max_side)
-    if (w, h) != (frame.width, frame.height):
-        return frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
+def to_rgb(frame: VideoFrame, width: int, height: int) -> np.ndarray:
+    """The frame as RGB at (width, height): one libswscale pass converts and scales."""
+    if (width, height) != (frame.width, frame.height):
+        return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
     return frame.to_ndarray(format="rgb24")
 
 
 def from_rgb(array: np.ndarray, like: VideoFrame) -> VideoFrame:
-    # One frame goes to every viewer's encoder, each in its own executor thread. Converting to the
-    # encoders' yuv420p here makes their reformat() a no-op: concurrent reformat() of one shared
-    # frame (one SwsContext) hangs in libswscale with two viewers (OBS Browser Source + WHEP).
-    out = VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24").reformat(format="yuv420p")
+    """RGB back to a frame of `like`'s size, pts and time base, in the encoders' yuv420p.
+
+    One frame goes to every viewer's encoder, each in its own executor thread. Converting to yuv420p
+    here makes their reformat() a no-op: concurrent reformat() of one shared frame (one SwsContext)
+    hangs in libswscale with two viewers (OBS Browser Source + WHEP)."""
+    src = VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+    out = src.reformat(width=like.width, height=like.height, format="yuv420p")
     out.pts = like.pts
     out.time_base = like.time_base
     return out
 
 
+class FrameObserver(Protocol):
+    """What the pipeline reports to (the session): one object instead of a callback per event."""
+
+    @property
+    def style(self) -> str: ...
+
+    def on_frame_in(self) -> None: ...
+
+    def on_dropped(self) -> None: ...
+
+    def on_inference(self, seconds: float, scale: float) -> None: ...  # scale: processing / input size
+
+    def on_error(self, exc: BaseException) -> None: ...
+
+
 class FramePipeline:
-    """Per session: incoming track -> newest frame -> `process` -> FrameBroadcast.
+    """Per session: incoming track -> newest frame -> processing size -> `process` -> input size ->
+    FrameBroadcast.
 
     `process(rgb)` is awaited for one frame at a time; it must not block the loop (the engine's
     `submit` runs inference in a worker thread). If it raises, the frame passes through unchanged and
-    `on_error(exc)` is called; the session lives on."""
+    the observer's `on_error(exc)` is called; the session lives on. `scale` picks the processing size
+    to hold the frame rate (adaptive.ScaleController)."""
 
-    def __init__(
-        self,
-        source: MediaStreamTrack,
-        process: ProcessFn,
-        *,
-        max_side: int | None = None,
-        on_error: Callable[[BaseException], None] | None = None,
-        on_frame_in: Callable[[], None] | None = None,
-        on_dropped: Callable[[], None] | None = None,
-        on_inference: Callable[[float], None] | None = None,
-        style_of: Callable[[], str] = lambda: "",
-    ) -> None:
+    def __init__(self, source: MediaStreamTrack, process: ProcessFn, observer: FrameObserver,
+                 scale: ScaleController | None = None) -> None:  # fmt: skip
         self.source = source
         self.process = process
-        self.max_side = max_side
-        self.on_error = on_error
-        self.on_frame_in = on_frame_in
-        self.on_dropped = on_dropped
-        self.on_inference = on_inference
-        self.style_of = style_of
+        self.observer = observer
+        self.scale = scale or ScaleController(target_fps=0)
         self.stats = PipelineStats()
         self.output = FrameBroadcast()
         self._pending: tuple[VideoFrame, float] | None = None
@@ -194,6 +216,11 @@ class FramePipeline:
         self._ended = False
         self._tasks: list[asyncio.Task] = []
         self.finished = asyncio.Event()  # set when the incoming track ended
+
+    def style_changed(self) -> None:
+        """Figures and the size controller's measurements start afresh for the new style."""
+        self.stats.reset_style_figures()
+        self.scale.reset()
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._work())]
@@ -213,12 +240,10 @@ class FramePipeline:
                 st.frames_in += 1
                 st.fps_in.tick(now)
                 st.in_size = (frame.width, frame.height)
-                if self.on_frame_in:
-                    self.on_frame_in()
+                self.observer.on_frame_in()
                 if self._pending is not None:
                     st.dropped += 1
-                    if self.on_dropped:
-                        self.on_dropped()
+                    self.observer.on_dropped()
                 self._pending = (frame, now)
                 self._wake.set()
         except MediaStreamError:
@@ -239,7 +264,7 @@ class FramePipeline:
                 continue
             frame, received_at = self._pending
             self._pending = None
-            style = self.style_of()
+            style = self.observer.style
             try:
                 await self._stylize(frame, received_at, style)
             except asyncio.CancelledError:
@@ -248,30 +273,30 @@ class FramePipeline:
                 log.exception("frame path error")
 
     async def _stylize(self, frame: VideoFrame, received_at: float, style: str) -> None:
-        rgb = await asyncio.to_thread(to_rgb, frame, self.max_side)
+        """Convert at the processing size, stylize, convert back at the input size. The engine owns the
+        frame contract (uint8 RGB in, same shape out), so nothing is re-checked here."""
         t0 = time.monotonic()
+        w, h = self.scale.size_for(frame.width, frame.height)
+        rgb = await asyncio.to_thread(to_rgb, frame, w, h)
+        t1 = time.monotonic()
         try:
             out = await self.process(rgb)
-            if not isinstance(out, np.ndarray) or out.shape != rgb.shape or out.dtype != np.uint8:
-                raise ValueError(
-                    f"style {style!r} returned {getattr(out, 'dtype', type(out))} "
-                    f"{getattr(out, 'shape', '')}, expected uint8 {rgb.shape}"
-                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any plugin failure passes the frame through
             self.stats.plugin_errors += 1
-            if self.on_error:
-                self.on_error(exc)
+            self.observer.on_error(exc)
             out = rgb
         else:
-            dt = time.monotonic() - t0
+            dt = time.monotonic() - t1
             self.stats.inference_s.append(dt)
-            if self.on_inference:
-                self.on_inference(dt)
+            self.observer.on_inference(dt, max(w, h) / max(frame.width, frame.height))
         self.stats.frames_processed += 1
         vf = await asyncio.to_thread(from_rgb, out, frame)
-        self.stats.out_size = (vf.width, vf.height)
+        st = self.stats
+        st.out_size, st.proc_size = (vf.width, vf.height), (w, h)
         await self.output.publish(vf, received_at, style)
-        if self.stats.first_published_at is None:
-            self.stats.first_published_at = time.monotonic()
+        if st.first_published_at is None:
+            st.first_published_at = time.monotonic()
+        self.scale.observe(time.monotonic() - t0, max(w, h))
+        st.adapting = self.scale.state().adapting

@@ -34,11 +34,21 @@ class Metrics:
             ["style"], buckets=_BUCKETS, registry=r,
         )  # fmt: skip
 
+        self.processing_scale = Gauge(
+            "stylestream_processing_scale", "processing size / input size (longer sides) per session; "
+            "below 1 when the frame rate is held by adapting the size", ["session"], registry=r,
+        )  # fmt: skip
         # Labelled series appear only once used: give the session gauges and counters their zeros, so an
         # idle server's /metrics says "0 sessions" instead of nothing.
         for kind in ("browser", "whip"):
             self.sessions.labels(kind)
             self.sessions_total.labels(kind)
+
+    def forget_session(self, label: str) -> None:
+        try:
+            self.processing_scale.remove(label)
+        except KeyError:
+            pass
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -54,7 +54,8 @@ def create_app(config: ServerConfig | None = None, *, plugins: Any = None, engin
         from stylestream.plugins import Engine
 
         devices.reserve_cores(1)  # aiortc's decoders and encoders need a core; inference takes the rest
-        engine = Engine(plugins, backend=config.backend, device=config.device, max_side=config.max_side)
+        # No max_side here: each session's pipeline sets the processing size (adaptive, capped by it).
+        engine = Engine(plugins, backend=config.backend, device=config.device)
         owned.insert(0, engine)
     plugins.get(config.default_style)  # fail at start-up, not on the first visitor
     if config.max_bitrate_kbps:

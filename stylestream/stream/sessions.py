@@ -6,6 +6,7 @@ on ICE failure, disconnect, timeout and shutdown."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import secrets
@@ -17,6 +18,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
+from stylestream.stream.adaptive import ScaleController
 from stylestream.stream.audio import AudioRelay
 from stylestream.stream.config import ServerConfig
 from stylestream.stream.frames import FramePipeline, OutputTrack, Published
@@ -76,6 +78,7 @@ class Session:
         self.params = params
         self.created = time.time()
         self.created_mono = time.monotonic()  # the offer's arrival, for time-to-first-frame
+        self.label = f"s{next(manager.counter)}"  # names the session in /metrics without revealing its id
         self.pc = new_peer_connection(manager.config)
         self.pipeline: FramePipeline | None = None
         self.audio: AudioRelay | None = None  # the publisher's sound, for viewers (OBS, FFmpeg send Opus)
@@ -97,7 +100,10 @@ class Session:
             new = self.manager.check_style(style, params or {})
         else:
             new = self.manager.check_style(self.style, {**self.params, **(params or {})})
+        switched = new[0] != self.style
         self.style, self.params = new
+        if switched and self.pipeline is not None:
+            self.pipeline.style_changed()
         log.info("session %s: style %s %s", self.id[:8], self.style, self.params)
 
     # ---------------------------------------------------------------- media
@@ -111,17 +117,9 @@ class Session:
         if track.kind != "video" or self.pipeline is not None:
             self._spawn(drain(track))
             return
-        m = self.manager.metrics
-        self.pipeline = FramePipeline(
-            track,
-            self._process,
-            max_side=self.manager.config.max_side,
-            on_error=self._on_plugin_error,
-            on_frame_in=lambda: m.frames_in.labels(self.style).inc(),
-            on_dropped=lambda: m.frames_dropped.labels(self.style).inc(),
-            on_inference=lambda dt: m.inference.labels(self.style).observe(dt),
-            style_of=lambda: self.style,
-        )
+        config = self.manager.config
+        scale = ScaleController(target_fps=config.target_fps, max_side=config.max_side)
+        self.pipeline = FramePipeline(track, self._process, self, scale)
         self.pipeline.start()
         self._spawn(self._end_when_source_ends(self.pipeline))
 
@@ -155,7 +153,19 @@ class Session:
         self.manager.metrics.frames_out.labels(pub.style).inc()
         self.manager.metrics.latency.labels(pub.style).observe(now - pub.received_at)
 
-    def _on_plugin_error(self, exc: BaseException) -> None:
+    # ------------------------------------------------------------ FrameObserver: what the pipeline reports
+
+    def on_frame_in(self) -> None:
+        self.manager.metrics.frames_in.labels(self.style).inc()
+
+    def on_dropped(self) -> None:
+        self.manager.metrics.frames_dropped.labels(self.style).inc()
+
+    def on_inference(self, seconds: float, scale: float) -> None:
+        self.manager.metrics.inference.labels(self.style).observe(seconds)
+        self.manager.metrics.processing_scale.labels(self.label).set(scale)
+
+    def on_error(self, exc: BaseException) -> None:
         self.manager.metrics.plugin_errors.labels(self.style).inc()
         msg = f"style {self.style!r} failed: {exc.__class__.__name__}: {exc}"
         if msg in self.errors:
@@ -260,7 +270,7 @@ class Session:
         first = self.pipeline.stats.first_published_at if self.pipeline else None
         return {
             "first_frame_ms": round((first - self.created_mono) * 1000, 1) if first else None,
-            "id": self.id, "kind": self.kind, "style": self.style, "params": self.params,
+            "id": self.id, "label": self.label, "kind": self.kind, "style": self.style, "params": self.params,
             "state": self.pc.connectionState, "created": self.created, "backend": backend,
             "viewers": len(self.viewers), "errors": list(self.errors), **stats,
         }  # fmt: skip
@@ -274,6 +284,7 @@ class SessionManager:
         self.metrics = metrics
         self.sessions: dict[str, Session] = {}
         self._tombstones: dict[str, float] = {}  # ended session/viewer id -> when
+        self.counter = itertools.count(1)
 
     def bury(self, rid: str) -> None:
         """Remember an ended resource: clients close their peer connection first and DELETE after, by
@@ -319,6 +330,7 @@ class SessionManager:
             return False
         self.bury(sid)
         self.metrics.sessions.labels(s.kind).dec()
+        self.metrics.forget_session(s.label)
         await s.close()
         log.info("session %s closed", sid[:8])
         return True

@@ -79,9 +79,9 @@ def test_clip_is_stylized_with_sent_pts_and_style_switches_live(clip):
         ref.close()
 
 
-def test_max_side_scales_down_keeping_aspect(clip):
+def test_max_side_caps_the_processing_size_and_output_keeps_the_input_size(clip):
     async def main() -> None:
-        cfg = ServerConfig(include_user_plugins=False, max_side=160)
+        cfg = ServerConfig(include_user_plugins=False, max_side=160, target_fps=0)
         async with running_server(cfg) as (base, _app), ClientSession() as http:
             peer = Peer(ClipTrack(clip))
             await peer.connect(http, base, "cartoon")
@@ -90,7 +90,8 @@ def test_max_side_scales_down_keeping_aspect(clip):
                 info = await r.json()
             got = [f.shape for _, _, f in peer.received.frames]
             await peer.close()
-        assert info["in_size"] == [320, 240] and info["out_size"] == [160, 120]
-        assert got and set(got) == {(120, 160, 3)}
+        assert info["in_size"] == [320, 240] and info["proc_size"] == [160, 120]
+        assert info["out_size"] == [320, 240] and info["adapting"] is False
+        assert got and set(got) == {(240, 320, 3)}
 
     asyncio.run(main())

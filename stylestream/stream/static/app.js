@@ -207,6 +207,7 @@ async function updateStats() {
   $("stat-inference").textContent = s.inference_ms == null ? "—" : `${s.inference_ms} ms`;
   $("stat-dropped").textContent = `${s.dropped} of ${s.frames_in}`;
   $("stat-size").textContent = `${size(s.in_size)} → ${size(s.out_size)}`;
+  $("stat-proc").textContent = s.proc_size ? `${size(s.proc_size)}${s.adapting ? " (adapting to hold the frame rate)" : ""}` : "—";
   $("stat-backend").textContent = s.backend || "—";
   const cam = state.stream?.getVideoTracks()[0]?.getSettings();
   $("camera-size").textContent = cam ? `${cam.width}×${cam.height}` : "";
