@@ -38,6 +38,11 @@ class Param:
 
 
 STRENGTH = Param("strength", "Strength", 1.0, 0.0, 1.0, 0.05, "blend of stylized (1) and original (0)")
+# Applied across frames by whoever plays a video (server, stylize, cam) with stylestream.temporal, not by
+# the style itself: a style sees one batch, stabilizing needs the previous frame.
+STABILIZE = Param("stabilize", "Stabilize", 0.0, 0.0, 1.0, 0.05,
+                  "video: carry the previous stylized frame along the motion (less flicker; 0 = off)")
+TEMPORAL_PARAMS = frozenset({"stabilize"})
 
 
 @dataclass
@@ -77,7 +82,7 @@ class StylePlugin:
 
     @property
     def params(self) -> list[Param]:
-        return [STRENGTH, *self.extra_params]
+        return [STRENGTH, STABILIZE, *self.extra_params]
 
     def resolve_params(self, params: Mapping[str, Any] | None) -> dict[str, float]:
         declared = {p.name: p for p in self.params}

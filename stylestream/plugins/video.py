@@ -195,11 +195,17 @@ def _pipeline(inp: Any, vin: Any, ain: Any, out: Any, vout: Any, aout: Any, styl
     encoder.start()
     pending: list[tuple] = []  # video frames (and audio packets between them) waiting for a batch
 
+    from stylestream.temporal import Stabilizer
+
+    stabilizer, amount = Stabilizer(), float((params or {}).get("stabilize", 0.0))
+
     def flush() -> None:
         nonlocal frames_done
         video = [it for it in pending if it[0] == "v"]
         if video:
             out_frames = stylize(np.stack([it[1] for it in video]), params)
+            if amount > 0:  # frame by frame, in order: each one leans on the previous output
+                out_frames = [stabilizer(it[1], o, amount) for it, o in zip(video, out_frames)]
             it_out = iter(out_frames)
             for it in pending:
                 _put(styled, ("v", next(it_out), it[2], it[3]) if it[0] == "v" else it, stop)

@@ -18,12 +18,14 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
+from stylestream.plugins.base import TEMPORAL_PARAMS
 from stylestream.stream.adaptive import ScaleController
 from stylestream.stream.audio import AudioRelay
 from stylestream.stream.config import ServerConfig
 from stylestream.stream.frames import FramePipeline, OutputTrack, Published
 from stylestream.stream.metrics import Metrics
 from stylestream.stream.sdp import ice_server
+from stylestream.temporal import Stabilizer
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class Session:
         self.label = f"s{next(manager.counter)}"  # names the session in /metrics without revealing its id
         self.pc = new_peer_connection(manager.config)
         self.pipeline: FramePipeline | None = None
+        self.stabilizer = Stabilizer()
         self.audio: AudioRelay | None = None  # the publisher's sound, for viewers (OBS, FFmpeg send Opus)
         self.viewers: dict[str, RTCPeerConnection] = {}
         self.errors: list[str] = []  # distinct plugin error messages, each reported once
@@ -102,8 +105,10 @@ class Session:
             new = self.manager.check_style(self.style, {**self.params, **(params or {})})
         switched = new[0] != self.style
         self.style, self.params = new
-        if switched and self.pipeline is not None:
-            self.pipeline.style_changed()
+        if switched:
+            self.stabilizer.reset()
+            if self.pipeline is not None:
+                self.pipeline.style_changed()
         log.info("session %s: style %s %s", self.id[:8], self.style, self.params)
 
     # ---------------------------------------------------------------- media
@@ -139,7 +144,10 @@ class Session:
 
     async def _process(self, rgb: np.ndarray) -> np.ndarray:
         style, params = self.style, self.params  # one consistent pair per frame
-        return await self.manager.engine.submit(style, rgb, params or None)
+        per_frame = {k: v for k, v in params.items() if k not in TEMPORAL_PARAMS}
+        out = await self.manager.engine.submit(style, rgb, per_frame or None)
+        # Stabilizing needs this stream's previous frame: done here, at the processing size (cheap).
+        return await asyncio.to_thread(self.stabilizer, rgb, out, params.get("stabilize", 0.0))
 
     def _on_sent(self, pub: Published) -> None:
         if pub.sent or self.pipeline is None:

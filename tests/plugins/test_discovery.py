@@ -61,7 +61,7 @@ def test_all_three_sources(tmp_path, site, model_dir, isolated_user_dir, media):
     assert mosaic.backend == "onnxruntime"  # auto on CPU prefers ORT when both files exist
     assert str(folder / "mosaic") in mosaic.source
     assert infos["candy-style"].backend == "onnxruntime"  # a .pt-only style is converted once for ORT on CPU
-    assert [p["name"] for p in mosaic.to_json()["params"]] == ["strength", "scale"]
+    assert [p["name"] for p in mosaic.to_json()["params"]] == ["strength", "stabilize", "scale"]
     json.dumps([i.to_json() for i in plugins.infos()])  # listing is JSON-serializable
 
 

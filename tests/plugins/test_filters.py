@@ -41,7 +41,7 @@ def test_strength_blends_with_original(photo):
 
 def test_params_are_declared_and_validated(photo):
     plugin = discover_plugins(include_user_dir=False).get("edges")
-    assert [p.name for p in plugin.params] == ["strength", "threshold"]
+    assert [p.name for p in plugin.params] == ["strength", "stabilize", "threshold"]  # the first two: every style
     lo = plugin.process(photo, {"threshold": 10})
     hi = plugin.process(photo, {"threshold": 250})
     assert (lo > 0).sum() > (hi > 0).sum()  # a lower threshold finds more edges

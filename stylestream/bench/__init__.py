@@ -1,0 +1,1 @@
+"""Benchmarks shipped with the package (`stylestream bench ...`); scripts for development live in bench/."""
