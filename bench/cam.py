@@ -22,10 +22,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from stylestream.cam.pipeline import CamPipeline
+from stylestream.cam.sinks import RecordingSink
+from stylestream.cam.sources import AVSource
 from stylestream.devices import cpu_model
 from stylestream.models import build_model, save_model
 from stylestream.plugins import Engine, discover_plugins
-from stylestream.stream.cam import AVSource, CamPipeline, RecordingSink
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 

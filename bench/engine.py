@@ -15,26 +15,21 @@ import json
 import platform
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from stylestream.devices import available_cores
+from stylestream.export.onnx_export import export_onnx
+from stylestream.export.options import ExportOptions
+from stylestream.export.torchscript import save_torchscript
 from stylestream.models import build_model, save_model
 from stylestream.plugins import Engine, discover_plugins
+from stylestream.runtime import BACKENDS
 
 ARCHS = {"lite": {}, "johnson": {}}
 FILTERS = ["cartoon", "sketch", "watercolor"]
-
-
-def export_onnx(model: torch.nn.Module, path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, torch.rand(1, 3, 64, 64) * 255, str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "h", 3: "w"}})  # fmt: skip
 
 
 def measure(engine: Engine, style: str, h: int, w: int, batch: int, seconds: float) -> float:
@@ -58,7 +53,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--sizes", nargs="+", default=["320x240", "640x480"])
-    ap.add_argument("--backends", nargs="+", default=["onnxruntime", "torch"])
+    ap.add_argument("--backends", nargs="+", default=["onnxruntime", "torch"], choices=BACKENDS.names(),
+                    help="each style is written as .pt, .onnx and .torchscript, so these can run it")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=2.0, help="measuring time per row")
     ap.add_argument("--no-filters", action="store_true")
@@ -72,7 +68,8 @@ def main() -> None:
             torch.manual_seed(0)
             model = build_model(arch, **cfg).eval()
             save_model(model, Path(tmp) / f"{arch}.pt")
-            export_onnx(model, Path(tmp) / f"{arch}.onnx")
+            export_onnx(model, Path(tmp) / f"{arch}.onnx", ExportOptions())  # as `stylestream export` writes it
+            save_torchscript(model, Path(tmp) / f"{arch}.torchscript")
         plugins = discover_plugins([tmp], include_user_dir=False, include_entry_points=False)
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
         for backend in args.backends:

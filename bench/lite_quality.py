@@ -24,6 +24,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from stylestream.models import build_model
+from stylestream.train.amp import amp_setup
+from stylestream.train.step import autocast
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 
@@ -54,7 +56,8 @@ def macs_per_pixel(model: torch.nn.Module, h: int = 240, w: int = 320) -> float:
     return total / (h * w)
 
 
-def fit(arch: str, content: torch.Tensor, target: torch.Tensor, steps: int, crop: int, seed: int, bf16: bool) -> float:
+def fit(arch: str, content: torch.Tensor, target: torch.Tensor, steps: int, crop: int, seed: int,
+        amp_dtype: torch.dtype | None) -> float:
     torch.manual_seed(seed)
     model = build_model(arch)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -67,7 +70,7 @@ def fit(arch: str, content: torch.Tensor, target: torch.Tensor, steps: int, crop
         xs = torch.randint(0, train_c.shape[-1] - crop + 1, (4,), generator=gen)
         c = torch.cat([train_c[..., y : y + crop, x : x + crop] for y, x in zip(ys, xs)])
         t = torch.cat([train_t[..., y : y + crop, x : x + crop] for y, x in zip(ys, xs)])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as `train` does on AMX CPUs
+        with autocast(c.device, amp_dtype):
             loss = F.l1_loss(model(c).float(), t)
         opt.zero_grad()
         loss.backward()
@@ -84,8 +87,10 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=384)
     ap.add_argument("--crop", type=int, default=96)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast (CPU AMX)")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                    help="bf16 autocast (default: as `train` has it, on for CPUs with AMX)")
     args = ap.parse_args()
+    amp_dtype, _ = amp_setup(torch.device("cpu"), args.bf16, closure=False)
     content = load(MEDIA / "content" / "chicago.jpg", args.width)
     rows = []
     for style in args.styles.split(","):
@@ -94,7 +99,7 @@ def main() -> None:
         row = {"style": style, "identity_psnr": psnr(content, target)}
         for arch in ("johnson", "lite"):
             t0 = time.perf_counter()
-            row[arch] = fit(arch, content, target, args.steps, args.crop, seed=0, bf16=args.bf16)
+            row[arch] = fit(arch, content, target, args.steps, args.crop, seed=0, amp_dtype=amp_dtype)
             row[f"{arch}_s"] = time.perf_counter() - t0
         rows.append(row)
         print(json.dumps(row))

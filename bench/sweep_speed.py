@@ -39,8 +39,9 @@ def main() -> None:
 
     from stylestream.devices import device_name
     from stylestream.devices import resolve as resolve_device
+    from stylestream.train.config import TrainConfig
     from stylestream.train.lockstep import make_shared, train_lockstep
-    from stylestream.train.loop import TrainConfig, train
+    from stylestream.train.loop import train
 
     opts = [o.strip() for o in args.optimizers.split(",") if o.strip()]
     tmp = Path(tempfile.mkdtemp(prefix="sweep_speed_"))

@@ -1,63 +1,38 @@
-"""`stylestream bench export`: the export-format benchmark table (Markdown + JSON)."""
+"""`stylestream bench WHAT`: the benchmarks that ship with the package. Each lives in its own module
+with `HELP`, `add_arguments(parser)` and `run(args)`; this table is the only list of them (scripts for
+development measurements stay in the repository's bench/ folder)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import importlib
 
-HELP = "benchmark exported formats: size, latency per frame at several sizes, PSNR vs PyTorch"
-DESCRIPTION = HELP + (
-    ".\n\nEach format is exported to a scratch folder, timed (median of >= 20 runs after warm-up, batch 1)"
-    "\nand compared with PyTorch FP32 on a real frame. Numbers describe this machine only."
-)
+HELP = "benchmarks: export formats, flicker of a style on video, the GPU path"
+DESCRIPTION = """Benchmarks that report what they measured, on which device (Markdown + JSON, and pictures
+where there is something to look at). They never pass or fail on a time."""
 
-
-def _sizes(text: str) -> list[tuple[int, int]]:
-    from stylestream.export.cli import _hw
-
-    return [_hw(t) for t in text.split(",") if t.strip()]
+# name -> module; imported only to build its parser (modules keep heavy imports inside run()).
+BENCHMARKS: dict[str, str] = {
+    "export": "stylestream.bench.export_cli",
+    "flicker": "stylestream.bench.flicker_cli",
+    "gpu": "stylestream.bench.gpu_cli",
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from stylestream.export.formats import FORMATS
-
-    p.add_argument("what", choices=["export"], help="what to benchmark (export formats)")
-    p.add_argument("model", type=Path, help="a model.pt written by `stylestream train`")
-    p.add_argument("--formats", default="onnx,onnx-fp16,onnx-int8,torchscript",
-                   help=f"comma-separated, from: {', '.join(FORMATS.names())} (default: the CPU-capable ones)")
-    p.add_argument("--sizes", type=_sizes, default=None, metavar="HxW,...", help="default 240x320,480x640,720x1280")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--reps", type=int, default=20, help="timed runs per size (>= 20; default 20)")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--calibration", type=Path, help="calibration images/video (needed for onnx-int8)")
-    p.add_argument("--images", type=Path, help="frame to measure PSNR on (default: --calibration)")
-    p.add_argument("--torch", default="eager", help="torch baselines: comma-separated from eager, compile, or none")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="tensorrt/triton precision")
-    p.add_argument("-o", "--output", type=Path, default=Path("out/bench/export_formats"),
-                   help="output prefix: writes PREFIX.md and PREFIX.json")
+    sub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    for name, modname in BENCHMARKS.items():
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name != modname:  # a real missing dependency inside the module
+                raise
+            continue
+        sp = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        mod.add_arguments(sp)
+        sp.set_defaults(_bench=mod.run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from stylestream.cli import CLIError
-    from stylestream.export.benchmark import run_benchmark, to_markdown, write_outputs
-    from stylestream.export.formats import FORMATS, ExportError
-    from stylestream.registry import UnknownNameError
-
-    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    try:
-        for f in formats:
-            FORMATS.entry(f)
-    except UnknownNameError as exc:
-        raise CLIError(str(exc)) from None
-    baselines = tuple(b for b in args.torch.split(",") if b and b != "none")
-    if set(baselines) - {"eager", "compile"}:
-        raise CLIError(f"--torch: choose from eager, compile, none; got {args.torch!r}")
-    try:
-        result = run_benchmark(args.model, formats, args.sizes, args.device, args.reps, args.warmup,
-                               args.calibration, args.images, baselines, args.precision)  # fmt: skip
-    except ExportError as exc:
-        raise CLIError(str(exc)) from None
-    md, js = write_outputs(result, args.output)
-    print(to_markdown(result))
-    print(f"wrote {md} and {js}")
-    return 0
+    return int(args._bench(args) or 0)

@@ -1,6 +1,10 @@
 """The `stylestream` console script. Each subcommand lives with its subpackage in a module that
 exposes `HELP`, `add_arguments(parser)` and `run(args) -> int`; this table is the only list of them.
-Modules are imported only to build their parser, and heavy imports happen inside `run`."""
+
+`--help` builds every command's parser, so a command module and its `add_arguments` import nothing
+heavy (torch, ONNX Runtime, OpenCV, PyAV, aiortc): choices come from light tables
+(stylestream.cli_choices, the registries of light modules) and heavy imports happen inside `run`.
+tests/test_cli.py checks it."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ COMMANDS: dict[str, str] = {
     "plugins": "stylestream.plugins.cli",
     "stylize": "stylestream.plugins.stylize_cli",
     "serve": "stylestream.stream.cli",
-    "cam": "stylestream.stream.cam_cli",
+    "cam": "stylestream.cam.cli",
     "bench": "stylestream.bench_cli",
 }
 

@@ -47,14 +47,17 @@ def warp(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return cv2.remap(img, _grid(h, w) + flow, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def _sq(v: np.ndarray) -> np.ndarray:
+    return v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1]
+
+
 def consistent(fwd: np.ndarray, bwd: np.ndarray) -> np.ndarray:
     """Pixels whose flow the reverse flow undoes (Sundaram et al. 2010): not occluded, not an error.
     fwd: cur -> prev, bwd: prev -> cur. Also drops pixels whose source falls outside the frame."""
     h, w = fwd.shape[:2]
     src = _grid(h, w) + fwd  # where each pixel came from
     back = cv2.remap(bwd, src, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    sq = lambda v: v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1]  # noqa: E731
-    ok = sq(fwd + back) < 0.01 * (sq(fwd) + sq(back)) + 0.5
+    ok = _sq(fwd + back) < 0.01 * (_sq(fwd) + _sq(back)) + 0.5
     return ok & (src[..., 0] >= 0) & (src[..., 0] <= w - 1) & (src[..., 1] >= 0) & (src[..., 1] <= h - 1)
 
 

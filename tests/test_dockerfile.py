@@ -132,7 +132,7 @@ def test_build_context_is_enough_to_install_the_package(instructions, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("stylestream-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"stylestream/cli.py", "stylestream/stream/cam.py", "stylestream/plugins/engine.py"} <= names
+    assert {"stylestream/cli.py", "stylestream/cam/cli.py", "stylestream/plugins/engine.py"} <= names
     static = [p.relative_to(REPO).as_posix() for p in (REPO / "stylestream/stream/static").glob("*")]
     assert set(static) <= names, "the server's page must be in the image"
 

@@ -18,24 +18,9 @@ from typing import Any
 import numpy as np
 
 from stylestream import temporal
+from stylestream.media import read_video_frames
 
 log = logging.getLogger(__name__)
-
-
-def read_frames(path: Path, max_frames: int = 0, max_side: int | None = None) -> list[np.ndarray]:
-    """RGB frames of a video (all, or the first `max_frames`), scaled down to `max_side` if given."""
-    import av
-
-    frames = []
-    with av.open(str(path)) as c:
-        for f in c.decode(video=0):
-            if max_side and max(f.width, f.height) > max_side:
-                s = max_side / max(f.width, f.height)
-                f = f.reformat(width=round(f.width * s / 2) * 2, height=round(f.height * s / 2) * 2)
-            frames.append(f.to_ndarray(format="rgb24"))
-            if max_frames and len(frames) >= max_frames:
-                break
-    return frames
 
 
 def measure(frames: list[np.ndarray], stylize: Callable[[np.ndarray], np.ndarray],
@@ -70,7 +55,7 @@ def run_flicker(videos: list[Path], style: str, engine: Any, params: Mapping[str
     per_frame = {k: v for k, v in params.items() if k != "stabilize"}
     rows = []
     for video in videos:
-        frames = read_frames(video, max_frames, max_side)
+        frames = read_video_frames(video, max_frames, max_side=max_side)
         if len(frames) < 2:
             raise ValueError(f"{video}: needs at least 2 frames, has {len(frames)}")
         r = measure(frames, lambda f: engine.process(style, f[None], per_frame)[0], params.get("stabilize", 0.0))

@@ -1,6 +1,7 @@
 """Export trained style networks: ONNX (FP32/FP16/INT8), TensorRT, TorchScript and Triton
-repositories, each verified against PyTorch and described by a model card. One table of formats
-(`FORMATS`) drives the CLI, the export, verification floors and the benchmark."""
+repositories, each verified against PyTorch (through the runtime backend that serves it) and
+described by a model card. One table of formats (`FORMATS`, formats.py) drives the CLI, the export,
+its requirements, verification floors, the benchmark and which files serving accepts."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The format benchmark: export a model to each format, then time it (median of >= 20 runs after
-warm-up, batch 1) at several frame sizes and measure PSNR vs PyTorch FP32 on real frames.
+warm-up, batch 1) at several frame sizes and measure PSNR vs PyTorch FP32 on real frames. Every file
+runs through the runtime backend that serves it (stylestream.runtime), so the numbers are serving's.
 Reports what ran where (runtime/provider, device, threads); never gates anything on time."""
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stylestream.export.formats import FORMATS, ExportError
+
+if TYPE_CHECKING:
+    from stylestream.export.options import ExportOptions
+    from stylestream.runtime import Backend
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +61,23 @@ def machine_info(device: str) -> dict[str, Any]:
     return info
 
 
-def _runners_for(fmt_name: str, path: Path, device: str) -> list[tuple[str, Any]]:
-    from stylestream.export.runners import OrtRunner
+def _backends_for(fmt_name: str, path: Path, opts: ExportOptions) -> list[tuple[str, Backend]]:
+    """The runtime backend(s) to time for one exported file: ONNX on a GPU once per provider (CUDA EP,
+    TensorRT EP), everything else as verification opens it."""
+    from stylestream.export.exporter import open_for_verification
+    from stylestream.runtime import BackendUnavailable, open_model
 
     fmt = FORMATS[fmt_name]
-    if fmt_name.startswith("onnx") and device == "cuda":
-        out = [(fmt_name, OrtRunner(path, "cuda"))]
+    backend, file = fmt.verify_target(path, opts)
+    if backend != "onnxruntime" or opts.device != "cuda":
+        return [(fmt_name, open_for_verification(fmt, path, opts))]
+    out: list[tuple[str, Backend]] = []
+    for providers, label in ((("cuda",), fmt_name), (("tensorrt",), f"{fmt_name} (TensorRT EP)")):
         try:
-            out.append((f"{fmt_name} (TensorRT EP)", OrtRunner(path, "trt-ep")))
-        except ExportError as exc:
-            log.warning("TensorRT EP unavailable: %s", exc)
-        return out
-    return [(fmt_name, fmt.open_runner(path, device))]
+            out.append((label, open_model(file, backend, "cuda", providers=providers)))
+        except BackendUnavailable as exc:
+            log.warning("%s: %s", label, exc)
+    return out
 
 
 def run_benchmark(model_path: str | Path, formats: list[str], sizes: list[tuple[int, int]] | None = None,
@@ -77,22 +87,25 @@ def run_benchmark(model_path: str | Path, formats: list[str], sizes: list[tuple[
     """Export `model_path` to each format into a scratch folder and benchmark it.
 
     Returns {"machine", "model", "sizes", "rows": [{"format", "runtime", "size_mb", "psnr_db",
-    "latency": {"HxW": {"median_ms", "min_ms", "reps"}}}], "gflops": {"HxW": float}}."""
+    "latency": {"WxH": {"median_ms", "min_ms", "reps"}}}], "gflops": {"WxH": float}}; `sizes` are (H, W)."""
     import torch
 
     from stylestream.export.exporter import _load, export, preflight
-    from stylestream.export.frames import default_images, fit, load_frames, to_nchw
     from stylestream.export.options import ExportOptions
-    from stylestream.export.runners import compiled_runner, eager_runner
     from stylestream.export.verify import psnr
+    from stylestream.media import MediaError, default_images, fit, load_frames, to_nchw
+    from stylestream.runtime import open_model
 
     if reps < 20:
         log.warning("reps=%d: fewer than the 20 runs the published tables use", reps)
     sizes = sizes or DEFAULT_SIZES
     model_path = Path(model_path)
     model = _load(model_path)
-    frame = load_frames(images or calibration or default_images(), 1)[0]
-    inputs = {f"{h}x{w}": to_nchw([fit(frame, h, w)]) for h, w in sizes}
+    try:
+        frame = load_frames(images or calibration or default_images(), 1)[0]
+    except MediaError as exc:
+        raise ExportError(str(exc)) from None
+    inputs = {f"{w}x{h}": to_nchw([fit(frame, h, w)]) for h, w in sizes}  # labels as --sizes takes them
     with torch.inference_mode():
         refs = {k: model(torch.from_numpy(x)).numpy() for k, x in inputs.items()}
     result: dict[str, Any] = {
@@ -103,42 +116,58 @@ def run_benchmark(model_path: str | Path, formats: list[str], sizes: list[tuple[
         "rows": [],
     }  # fmt: skip
 
-    def measure(name: str, runner: Any, size_mb: float | None) -> None:
-        row: dict[str, Any] = {"format": name, "runtime": runner.desc, "size_mb": size_mb, "latency": {}}
-        worst = float("inf")
-        for key, x in inputs.items():
-            worst = min(worst, psnr(runner(x), refs[key]))
-            row["latency"][key] = {k: round(v, 2) if isinstance(v, float) else v
-                                   for k, v in time_runner(runner, x, reps, warmup).items()}  # fmt: skip
-            log.info("%-22s %-9s %8.1f ms", name, key, row["latency"][key]["median_ms"])
+    def measure(name: str, backend: Backend, size_mb: float | None, key: str | None = None) -> None:
+        """Time `backend` at every size, or only at `key` for a fixed-size file (one row per format: a
+        fixed-size format's exports, one per size, fill in its row)."""
+        row = next((r for r in result["rows"] if key and r["format"] == name and "latency" in r), None)
+        if row is None:
+            row = {"format": name, "runtime": backend.describe(), "runtime_version": backend.version(),
+                   "size_mb": size_mb, "latency": {}, "psnr_db": "inf"}  # fmt: skip
+            result["rows"].append(row)
+        worst = float("inf") if row["psnr_db"] == "inf" else row["psnr_db"]
+        for k_in, x in inputs.items() if key is None else [(key, inputs[key])]:
+            worst = min(worst, psnr(backend.run(x), refs[k_in]))
+            row["latency"][k_in] = {k: round(v, 2) if isinstance(v, float) else v
+                                    for k, v in time_runner(backend.run, x, reps, warmup).items()}  # fmt: skip
+            log.info("%-22s %-9s %8.1f ms", name, k_in, row["latency"][k_in]["median_ms"])
         row["psnr_db"] = round(worst, 2) if np.isfinite(worst) else "inf"
-        result["rows"].append(row)
+        if key is not None and size_mb is not None:  # a fixed-size format: its largest file
+            row["size_mb"] = max(row["size_mb"] or 0.0, size_mb)
 
     from tqdm import tqdm
 
     for base in tqdm(torch_baselines, desc="torch baselines", leave=False):
-        maker = {"eager": eager_runner, "compile": compiled_runner}[base]
-        measure(f"torch {base}", maker(model, device), None)
+        # the model.pt as serving's torch backend runs it (bf16 autocast on CUDA), torch.compile'd or not
+        torch_backend = open_model(model_path, "torch", device, compile=base == "compile")
+        try:
+            measure(f"torch {base}", torch_backend, None)
+        finally:
+            torch_backend.close()
 
     with tempfile.TemporaryDirectory(prefix="stylestream-bench-") as tmp:
         for name in tqdm(formats, desc="formats", leave=False):
-            opts = ExportOptions(calibration=calibration, verify=False, thumbnail=False, precision=precision,
-                                 device=device)  # fmt: skip
             fmt = FORMATS[name]
-            try:
-                preflight(fmt, opts)
-            except ExportError as exc:
-                result["rows"].append({"format": name, "skipped": str(exc)})
-                continue
-            out = Path(tmp) / (name if fmt.suffix == "" else f"m{fmt.tag}{fmt.suffix}")
-            res = export(model_path, name, out, opts, model=model)
-            files = [p for p in res.path.rglob("*") if p.is_file()] if res.path.is_dir() else [res.path]
-            size_mb = round(sum(p.stat().st_size for p in files if p.suffix not in (".jpg", ".png", ".json")) / 1e6, 2)
-            for label, runner in _runners_for(name, res.path, device):
+            # a fixed-size format (ExecuTorch, LiteRT, ncnn) is exported once per size (--static)
+            keys: list[str | None] = list(inputs) if fmt.fixed_size else [None]
+            for key in keys:
+                static = inputs[key].shape[2:] if key else None
+                opts = ExportOptions(calibration=calibration, verify=False, thumbnail=False, precision=precision,
+                                     device=device, static=static)  # fmt: skip
                 try:
-                    measure(label, runner, size_mb)
-                finally:
-                    runner.close()
+                    preflight(fmt, opts)
+                except ExportError as exc:
+                    result["rows"].append({"format": name, "skipped": str(exc)})
+                    break
+                out = Path(tmp) / (name if fmt.is_folder else f"m{fmt.tag}{'-' + key if key else ''}{fmt.suffix}")
+                res = export(model_path, name, out, opts, model=model)
+                files = [p for p in res.path.rglob("*") if p.is_file()] if res.path.is_dir() else fmt.files(res.path)
+                size_mb = round(sum(p.stat().st_size for p in files if p.suffix not in (".jpg", ".png", ".json")) / 1e6,
+                                2)  # fmt: skip
+                for label, backend in _backends_for(name, res.path, opts):
+                    try:
+                        measure(label, backend, size_mb, key)
+                    finally:
+                        backend.close()
     return result
 
 

@@ -4,13 +4,12 @@ file came from and how well it matched PyTorch."""
 
 from __future__ import annotations
 
-import json
-import math
+import re
 import time
 from pathlib import Path
 from typing import Any
 
-from stylestream.models.io import atomic_write
+from stylestream import card as cards
 
 
 def card_path(artifact: Path) -> Path:
@@ -29,26 +28,14 @@ def base_name(model_path: Path, source_card: dict[str, Any]) -> str:
     return model_path.parent.name if model_path.stem == "model" and model_path.parent.name else model_path.stem
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items() if not str(k).startswith("_")}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+def safe_name(name: str) -> str:
+    """A name usable as a folder and as a Triton model name (letters, digits, _ . -)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "style"
 
 
 def write_card(path: Path, card: dict[str, Any]) -> None:
-    card = {"exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **card}
-    text = json.dumps(_jsonable(card), indent=2, sort_keys=False) + "\n"
-
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))  # mode: 0666 less the umask
+    """An export's card: the one card writer, stamped with the export time."""
+    cards.write_card(path, {"exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **card})
 
 
-def read_card(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+read_card = cards.read_card

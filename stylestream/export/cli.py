@@ -8,7 +8,8 @@ import re
 import sys
 from pathlib import Path
 
-from stylestream.export.formats import FLOORS, FORMATS
+from stylestream.cli_types import size_wxh
+from stylestream.export.formats import FLOORS, PRECISIONS, TRITON_BACKENDS, export_formats, format_names
 
 HELP = "export a trained model to ONNX (FP32/FP16/INT8), TensorRT, TorchScript or Triton"
 DESCRIPTION = HELP + (
@@ -18,13 +19,14 @@ DESCRIPTION = HELP + (
     "\nA model card OUT.json (name, title, thumbnail, format, source, verification) is written beside it."
     "\nA full or read-only output disk is exit 2 with nothing left behind."
 )
-EPILOG = "formats:\n" + FORMATS.help_text() + """
+EPILOG = "formats:\n" + "\n".join(f"  {f.name:<14} {f.help}" for f in export_formats()) + """
   all            every format into the folder -o OUT_DIR (skips what this machine or command cannot do)
 
 examples:
   stylestream export runs/mosaic/model.pt --format onnx -o styles/mosaic.onnx
   stylestream export model.pt --format onnx-int8 --calibration ../shared/media/video/webcam_walk.mkv -o m-int8.onnx
   stylestream export model.pt --format all --calibration photos/ -o exported/
+  stylestream export model.pt --format triton --triton-backend python --name mosaic -o triton-repo/
 """
 
 
@@ -56,24 +58,27 @@ def _profile(text: str) -> tuple[tuple[int, int], ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, help="a model.pt written by `stylestream train`")
-    p.add_argument("--format", "-f", required=True, choices=[*FORMATS.names(), "all"], metavar="FORMAT",
-                   help=f"one of: {', '.join(FORMATS.names())}, all")
+    p.add_argument("--format", "-f", required=True, choices=[*format_names(), "all"], metavar="FORMAT",
+                   help=f"one of: {', '.join(format_names())}, all")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output file (a folder for triton and for --format all)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
-    p.add_argument("--static", type=_hw, metavar="HxW", help="fix the input size (default: dynamic H and W)")
+    p.add_argument("--static", type=size_wxh, metavar="WxH",
+                   help="fix the input size, width x height, e.g. 640x480 (default: dynamic H and W)")
     p.add_argument("--batch", type=_batch, default=None, metavar="N|dynamic", help="fixed batch size (default dynamic)")
     p.add_argument("--calibration", type=Path, metavar="DIR|VIDEO",
                    help="calibration images (folder) or a video; required for onnx-int8 / --precision int8")
     p.add_argument("--calibration-frames", type=int, default=32, metavar="N", help="frames used to calibrate (32)")
-    p.add_argument("--precision", choices=list(FLOORS), default="fp32",
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
                    help="tensorrt/triton: which ONNX (fp32, fp16 casts, int8 Q/DQ) to build from (default fp32)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where verification runs (default cpu)")
     p.add_argument("--workspace", type=float, default=4.0, metavar="GB", help="TensorRT builder workspace (4 GB)")
     p.add_argument("--trt-profile", type=_profile, metavar="MIN:OPT:MAX", default=None,
                    help="TensorRT H x W profile (default 64x64:480x640:1080x1920)")
-    p.add_argument("--triton-backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime",
-                   help="triton: model.onnx for the onnxruntime backend, or a TensorRT model.plan")
+    p.add_argument("--triton-backend", choices=list(TRITON_BACKENDS), default="onnxruntime",
+                   help="triton: model.onnx for the onnxruntime backend, a TensorRT model.plan, or python: "
+                        "model.onnx run by ONNX Runtime in a small model.py, for Triton builds without the "
+                        "onnxruntime backend (default: onnxruntime)")
     p.add_argument("--no-verify", action="store_true", help="skip verification against PyTorch (not recommended)")
     p.add_argument("--verify-images", type=Path, metavar="DIR|VIDEO|IMAGE",
                    help="real images to verify on (default: --calibration, else a photo shipped with matplotlib)")
@@ -105,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     from stylestream.models.io import WriteError
 
     opts = ExportOptions(
-        opset=args.opset, static=args.static, batch=args.batch, precision=args.precision,
+        opset=args.opset, static=args.static[::-1] if args.static else None,  # --static W x H -> (H, W)
+        batch=args.batch, precision=args.precision,
         calibration=args.calibration, calibration_frames=args.calibration_frames, device=args.device,
         workspace_gb=args.workspace, triton_backend=args.triton_backend, verify=not args.no_verify,
         verify_images=args.verify_images, name=args.name, title=args.title, description=args.description,

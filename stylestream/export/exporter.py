@@ -19,10 +19,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from stylestream.export.card import base_name, card_path, write_card
-from stylestream.export.formats import FORMATS, ExportError, Format, VerificationError
-from stylestream.export.options import ExportJob, ExportOptions
+from stylestream.export.card import base_name, card_path, safe_name, write_card
+from stylestream.export.formats import (
+    FORMATS,
+    PRECISIONS,
+    ExportError,
+    Format,
+    VerificationError,
+    format_names,
+)
+from stylestream.export.job import ExportJob
+from stylestream.export.options import ExportOptions
 from stylestream.models.io import EXPORT_TMP_PREFIX, WriteError, apply_file_modes, remove_stale_temps, writing
+from stylestream.runtime import BACKENDS, Backend, BackendUnavailable, open_model
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +49,21 @@ class ExportResult:
 
 
 def _load(model_path: Path) -> Any:
-    from stylestream.models.io import ModelLoadError, load_model
+    from stylestream.models import ModelLoadError, inference_model, load_model
 
     try:
-        return load_model(model_path)
+        return inference_model(load_model(model_path))  # clamped to [0, 255]: a Clip in the export
     except ModelLoadError as exc:
         raise ExportError(str(exc)) from None
 
 
 def preflight(fmt: Format, options: ExportOptions) -> None:
-    """Fail fast, before any work, on what the format needs and this machine or command lacks."""
+    """Fail fast, before any work, on what the format's row needs and this machine or command lacks."""
     precision = fmt.precision or options.precision
-    if precision not in ("fp32", "fp16", "int8"):
-        raise ExportError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
-    if fmt.name == "tensorrt" or (fmt.name == "triton" and options.triton_backend == "tensorrt"):
-        from stylestream.export.tensorrt import require_tensorrt
-
-        require_tensorrt()
-    if (fmt.needs_calibration or precision == "int8") and options.calibration is None:
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    fmt.preflight(options)  # the row's requirements (pip extra, GPU) and its own option checks
+    if (fmt.calibration or precision == "int8") and options.calibration is None:
         raise ExportError(
             f"{fmt.name} at INT8 needs calibration data: pass --calibration DIR (a folder of images) or a "
             "video file with frames like the ones the style will see"
@@ -69,11 +75,25 @@ def preflight(fmt: Format, options: ExportOptions) -> None:
         raise ExportError(f"--batch must be >= 1 or 'dynamic', got {options.batch}")
 
 
+def open_for_verification(fmt: Format, artifact: Path, options: ExportOptions) -> Backend:
+    """The runtime backend serving uses, on the file the format's server loads (`Format.verify_target`),
+    on --device (a GPU-only backend on the GPU). A runtime that cannot run here is an ExportError."""
+    backend, path = fmt.verify_target(artifact, options)
+    device = "cuda" if BACKENDS[backend].gpu_only else options.device
+    try:
+        return open_model(path, backend, device, root=artifact if artifact.is_dir() else artifact.parent)
+    except (BackendUnavailable, ValueError) as exc:  # DeviceError is a ValueError
+        raise ExportError(f"cannot verify the {fmt.name} export: {exc}") from None
+
+
 def _verification_frames(options: ExportOptions) -> tuple[list[Any], str]:
-    from stylestream.export.frames import default_images, load_frames
+    from stylestream.media import MediaError, default_images, load_frames
 
     source = options.verify_images or options.calibration or default_images()
-    return load_frames(source, options.verify_frames), str(source)
+    try:
+        return load_frames(source, options.verify_frames), str(source)
+    except MediaError as exc:
+        raise ExportError(f"verification frames: {exc}") from None
 
 
 def _install(src: Path, dest: Path) -> None:
@@ -140,11 +160,9 @@ def _export(model_path: str | Path, fmt_name: str, out: str | Path, options: Exp
     source_card = dict(getattr(model, "stylestream_card", {}) or {})
     precision = fmt.precision or options.precision
 
-    folder = fmt.suffix == ""
-    if folder:
-        from stylestream.export.triton import model_name
-
-        name = model_name(options.name or base_name(model_path, source_card))
+    folder = fmt.is_folder
+    if folder:  # OUT is the repository; the artefact is OUT/<name>
+        name = safe_name(options.name or base_name(model_path, source_card))
         dest = out / name
     else:
         name = options.name or out.stem
@@ -163,11 +181,11 @@ def _export(model_path: str | Path, fmt_name: str, out: str | Path, options: Exp
 
             frames, frames_source = _verification_frames(options)
             sizes = [options.static] if options.static else options.verify_sizes
-            runner = fmt.open_runner(artifact, "cuda" if fmt.name == "tensorrt" else options.device)
+            backend = open_for_verification(fmt, artifact, options)
             try:
-                verification = verify(runner, model, frames, sizes, fmt.floor(precision), options.batch)
+                verification = verify(backend, model, frames, sizes, fmt.floor(precision), options.batch)
             finally:
-                runner.close()
+                backend.close()
             verification["images"] = frames_source
             arrays = verification.pop("_arrays")
             _log_verification(fmt.name, verification)
@@ -183,8 +201,9 @@ def _export(model_path: str | Path, fmt_name: str, out: str | Path, options: Exp
                     verification,
                 )
 
-        _install(artifact, dest)
-        installed.append(dest)
+        for src, to in zip(fmt.files(artifact), fmt.files(dest)):  # the file and its companions (.bin)
+            _install(src, to)
+            installed.append(to)
         dest.with_name(f"{dest.stem if not folder else dest.name}.rejected.png").unlink(missing_ok=True)
 
     card_file = card_path(dest)
@@ -207,7 +226,8 @@ def _export(model_path: str | Path, fmt_name: str, out: str | Path, options: Exp
         f"{cfg.get('arch', 'style')} network, {fmt.name} ({precision})"
         + (f", style {Path(str(source_card['style'])).name}" if source_card.get("style") else "")
     )
-    size_bytes = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) if folder else dest.stat().st_size
+    size_bytes = (sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) if folder else
+                  sum(p.stat().st_size for p in fmt.files(dest)))  # fmt: skip
     card = {
         "name": name, "title": title, "description": description, "thumbnail": extras.get("thumbnail"),
         "format": fmt.name, "precision": precision, "file": dest.name, "file_size_bytes": size_bytes,
@@ -220,7 +240,7 @@ def _export(model_path: str | Path, fmt_name: str, out: str | Path, options: Exp
         "verification": verification or {"skipped": True, "reason": "--no-verify"},
         "comparison_image": extras.get("comparison_image"),
         "source": {"model": str(model_path), "architecture": cfg, "card": source_card},
-        "opset": options.opset if fmt.name != "torchscript" else None,
+        "opset": job.info.pop("opset", None),  # set when the format was built from ONNX
         **job.info,
     }  # fmt: skip
     from stylestream import __version__
@@ -253,10 +273,10 @@ def export_all(model_path: str | Path, out_dir: str | Path, options: ExportOptio
     model = _load(model_path)
     stem = options.name or base_name(model_path, dict(getattr(model, "stylestream_card", {}) or {}))
     results = []
-    for name in formats or FORMATS.names():
+    for name in formats or format_names():
         fmt = FORMATS[name]
-        out = out_dir / "triton" if fmt.suffix == "" else fmt.default_path(out_dir, stem)
-        opts = replace(options, name=stem if fmt.suffix == "" else f"{stem}{fmt.tag}")
+        out = out_dir / fmt.name if fmt.is_folder else fmt.default_path(out_dir, stem)
+        opts = replace(options, name=stem if fmt.is_folder else f"{stem}{fmt.tag}")
         t0 = time.perf_counter()
         try:
             preflight(fmt, opts)

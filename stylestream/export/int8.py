@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stylestream.export.formats import ExportError
-from stylestream.export.options import ExportJob, ExportOptions
+from stylestream.export.options import ExportOptions
+
+if TYPE_CHECKING:
+    from stylestream.export.job import ExportJob
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,7 @@ SCHEME = "QDQ S8S8 per-channel MinMax; Conv only; last Conv (pre-tanh) kept floa
 
 
 def calibration_batches(options: ExportOptions) -> list[np.ndarray]:
-    from stylestream.export.frames import fit, load_frames, to_nchw
+    from stylestream.media import MediaError, fit, load_frames, to_nchw
 
     if options.calibration is None:
         raise ExportError(
@@ -34,7 +37,10 @@ def calibration_batches(options: ExportOptions) -> list[np.ndarray]:
             "with frames like the ones the style will see"
         )
     h, w = options.static or options.calibration_size
-    frames = [fit(f, h, w) for f in load_frames(options.calibration, options.calibration_frames)]
+    try:
+        frames = [fit(f, h, w) for f in load_frames(options.calibration, options.calibration_frames)]
+    except MediaError as exc:
+        raise ExportError(f"--calibration: {exc}") from None
     n = options.batch or 1
     while len(frames) % n:  # a fixed batch size needs whole batches
         frames.append(frames[len(frames) % len(frames)])

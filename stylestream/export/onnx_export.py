@@ -9,12 +9,16 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from stylestream.export.formats import ExportError
-from stylestream.export.options import ExportJob, ExportOptions
+from stylestream.export.options import ExportOptions
+
+if TYPE_CHECKING:
+    from stylestream.export.job import ExportJob
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ def fit_proxy_model(images: str | Path, arch: str = "johnson", steps: int = 60, 
     import torch
     from tqdm import tqdm
 
-    from stylestream.export.frames import fit, load_frames
+    from stylestream.media import fit, load_frames
     from stylestream.models import build_model
 
     torch.manual_seed(seed)

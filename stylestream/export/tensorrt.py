@@ -10,50 +10,19 @@ model card and in the timing-cache file name."""
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import numpy as np
+from stylestream.devices import cache_dir
+from stylestream.export.formats import TENSORRT, ExportError
+from stylestream.export.options import MIN_SIDE
+from stylestream.runtime.tensorrt_backend import engine_key
 
-from stylestream.export.formats import ExportError
-from stylestream.export.options import MIN_SIDE, ExportJob
+if TYPE_CHECKING:
+    from stylestream.export.job import ExportJob
 
 log = logging.getLogger(__name__)
-
-MISSING_HINT = "the tensorrt format needs an NVIDIA GPU with CUDA and TensorRT: `pip install stylestream[trt]`"
-
-
-def require_tensorrt() -> Any:
-    """Import TensorRT on a CUDA machine, or raise an ExportError naming everything missing."""
-    missing = []
-    try:
-        import torch
-
-        has_gpu = torch.cuda.is_available()
-    except Exception:  # noqa: BLE001 - a broken CUDA install counts as no GPU
-        has_gpu = False
-    if not has_gpu:
-        missing.append("an NVIDIA GPU (CUDA reports no device)")
-    try:
-        import tensorrt as trt
-    except ImportError:
-        trt = None
-        missing.append("the TensorRT Python package")
-    if missing:
-        raise ExportError(f"TensorRT export is not possible here: missing {' and '.join(missing)}; {MISSING_HINT}")
-    return trt
-
-
-def engine_key() -> dict[str, str]:
-    """What an engine is valid for: the GPU model, its compute capability, the TensorRT version."""
-    import tensorrt as trt
-    import torch
-
-    major, minor = torch.cuda.get_device_capability()
-    return {"gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}",
-            "tensorrt": trt.__version__}  # fmt: skip
 
 
 def _slug(text: str) -> str:
@@ -61,8 +30,7 @@ def _slug(text: str) -> str:
 
 
 def timing_cache_path(key: dict[str, str]) -> Path:
-    root = Path(os.environ.get("STYLESTREAM_CACHE", Path.home() / ".cache" / "stylestream")) / "tensorrt"
-    return root / f"timing-{_slug(key['gpu'])}-sm{key['compute_capability']}-trt{key['tensorrt']}.cache"
+    return cache_dir("tensorrt") / f"timing-{_slug(key['gpu'])}-sm{key['compute_capability']}-trt{key['tensorrt']}.cache"
 
 
 def _profile_shapes(job: ExportJob) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -83,7 +51,9 @@ def _profile_shapes(job: ExportJob) -> tuple[tuple[int, ...], tuple[int, ...], t
 
 
 def build_engine(job: ExportJob) -> None:
-    trt = require_tensorrt()
+    TENSORRT.check("tensorrt export")
+    import tensorrt as trt
+
     opts = job.options
     onnx_path = job.onnx_for(opts.precision)
     logger = trt.Logger(trt.Logger.WARNING)
@@ -128,55 +98,3 @@ def build_engine(job: ExportJob) -> None:
         "profile": {"min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])},
         "workspace_gb": opts.workspace_gb, "timing_cache": str(cache_file),
     }  # fmt: skip
-
-
-class TrtRunner:
-    """Runs a serialized engine on CUDA tensors owned by PyTorch (no extra CUDA bindings needed)."""
-
-    def __init__(self, path: Path, device: str = "cuda"):
-        trt = require_tensorrt()
-        import torch
-
-        self.torch = torch
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
-        if self.engine is None:
-            raise ExportError(
-                f"{path}: TensorRT could not load this engine; engines only run on the GPU model and "
-                f"TensorRT version that built them (this is {engine_key()}); rebuild it with `stylestream export`"
-            )
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        is_input = [self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names]
-        self.input = next(n for n, i in zip(names, is_input) if i)
-        self.output = next(n for n, i in zip(names, is_input) if not i)
-        self.stream = torch.cuda.Stream()
-        self.desc = f"TensorRT {trt.__version__} ({torch.cuda.get_device_name()})"
-
-    def run_device(self, x: Any) -> Any:
-        """CUDA float32 (N, 3, H, W) tensor -> CUDA tensor, on this runner's stream."""
-        torch = self.torch
-        self.context.set_input_shape(self.input, tuple(x.shape))
-        y = torch.empty(tuple(self.context.get_tensor_shape(self.output)), dtype=torch.float32, device=x.device)
-        self.context.set_tensor_address(self.input, x.data_ptr())
-        self.context.set_tensor_address(self.output, y.data_ptr())
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise RuntimeError("TensorRT execution failed (input shape outside the engine's profile?)")
-        return y
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        with torch.cuda.stream(self.stream):
-            xt = torch.from_numpy(np.ascontiguousarray(x)).to("cuda", non_blocking=False)
-            y = self.run_device(xt)
-            out = y.cpu()
-        self.stream.synchronize()
-        return out.numpy()
-
-    def close(self) -> None:
-        del self.context, self.engine, self.runtime
-
-
-def trt_runner(path: Path, device: str = "cuda", **kw: Any) -> TrtRunner:
-    return TrtRunner(path, device)

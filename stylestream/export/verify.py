@@ -6,9 +6,12 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from stylestream.runtime import Backend
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +31,16 @@ def _batches(x: np.ndarray, batch: int | None) -> list[np.ndarray]:
     return [x[i : i + batch] for i in range(0, len(x), batch)]
 
 
-def verify(runner: Any, reference: Any, frames: list[np.ndarray], sizes: list[tuple[int, int]],
+def verify(backend: Backend, reference: Any, frames: list[np.ndarray], sizes: list[tuple[int, int]],
            floor_db: float, batch: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """Run `runner` (the export) and `reference` (PyTorch) on the frames at each size.
+    """Run `backend` (the export, loaded by the runtime backend that serves it) and `reference`
+    (PyTorch) on the frames at each size.
 
-    Returns {"passed", "floor_db", "min_psnr_db", "runtime", "sizes": [{"size", "psnr_db",
-    "max_abs_error"}], "_arrays": (input, reference, export) at the first size (for pictures)}."""
+    Returns {"passed", "floor_db", "min_psnr_db", "runtime", "runtime_version", "sizes": [{"size",
+    "psnr_db", "max_abs_error"}], "_arrays": (input, reference, export) at the first size (for pictures)}."""
     import torch
 
-    from stylestream.export.frames import fit, to_nchw
+    from stylestream.media import fit, to_nchw
 
     per_size = []
     arrays = None
@@ -44,7 +48,7 @@ def verify(runner: Any, reference: Any, frames: list[np.ndarray], sizes: list[tu
         x = to_nchw([fit(f, h, w) for f in frames])
         ys, refs = [], []
         for b in _batches(x, batch):
-            ys.append(runner(b))
+            ys.append(backend.run(b))
             with torch.inference_mode():
                 refs.append(reference(torch.from_numpy(b)).numpy())
         y, ref = np.concatenate(ys)[: len(x)], np.concatenate(refs)[: len(x)]
@@ -58,7 +62,8 @@ def verify(runner: Any, reference: Any, frames: list[np.ndarray], sizes: list[tu
     worst = min((s["psnr_db"] for s in per_size), key=lambda v: math.inf if v == "inf" else v)
     worst_f = math.inf if worst == "inf" else worst
     return {"passed": worst_f >= floor_db, "floor_db": floor_db, "min_psnr_db": worst,
-            "runtime": runner.desc, "frames": len(frames), "sizes": per_size, "_arrays": arrays}  # fmt: skip
+            "runtime": backend.describe(), "runtime_version": backend.version(), "frames": len(frames),
+            "sizes": per_size, "_arrays": arrays}  # fmt: skip
 
 
 def save_comparison(arrays: tuple[np.ndarray, np.ndarray, np.ndarray], path: Path, title: str) -> None:

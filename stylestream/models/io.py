@@ -26,10 +26,14 @@ import torch
 from PIL import Image
 from torch import nn
 
+from stylestream.models.registry import build_model
+
 log = logging.getLogger(__name__)
 
 FORMAT = "stylestream-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `johnson` has the study's linear head
+# architectures renamed since an older format version: what a file of that version means by the name
+RENAMED_SINCE = {1: {"johnson": "johnson-tanh"}}  # v1's `johnson` ended in a scaled tanh
 
 # The one pixel limit for every image stylestream decodes (train data, style images, stylize inputs):
 # a few-KB PNG can declare 20000x20000 and inflate to gigabytes. PIL enforces it too (it warns above the
@@ -292,13 +296,21 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
     return blob
 
 
-def load_model(path: str | os.PathLike) -> nn.Module:
-    """Load a model saved by `save_model`, in eval mode on CPU."""
-    from stylestream.models import build_model
+def file_arch(blob: dict[str, Any]) -> str:
+    """The architecture a model file holds, in today's names (a v1 `johnson` is `johnson-tanh`)."""
+    arch = blob["arch"]
+    for version, renamed in sorted(RENAMED_SINCE.items()):
+        if int(blob.get("version", 1)) <= version:
+            arch = renamed.get(arch, arch)
+    return arch
 
+
+def load_model(path: str | os.PathLike) -> nn.Module:
+    """Load a model saved by `save_model`, in eval mode on CPU. Its raw output is unbounded for some
+    architectures: wrap it in stylestream.models.inference_model where images leave it."""
     blob = read_model_file(path)
     try:
-        model = build_model(blob["arch"], **blob["config"])
+        model = build_model(file_arch(blob), **blob["config"])
         model.load_state_dict(blob["state_dict"])
     except Exception as exc:  # noqa: BLE001 -- any mismatch means: not this architecture
         raise ModelLoadError(f"{path}: weights do not fit architecture {blob.get('arch')!r}: {exc}") from None

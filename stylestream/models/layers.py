@@ -37,5 +37,6 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, 
 
 
 def scaled_tanh(x: torch.Tensor) -> torch.Tensor:
-    """Map to [0, 255]: 255 * (tanh(x) + 1) / 2, the study's output layer."""
+    """Map to [0, 255]: 255 * (tanh(x) + 1) / 2, the bounded head of `johnson-tanh` and `lite` (the study's
+    net has none: stylestream.models.johnson)."""
     return (torch.tanh(x) + 1.0) * 127.5

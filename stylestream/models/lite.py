@@ -1,15 +1,18 @@
 """`lite`: a CPU/edge preset. The plain half-width Johnson net spends its time in the full-resolution
 9x9 convolutions (3 and 16 channels), so this design never convolves at full resolution: a
 pixel-unshuffle stem folds 2x2 pixels into channels, the body runs depthwise-separable residual blocks
-at 1/4 resolution, and a pixel-shuffle head unfolds back to full resolution."""
+at 1/4 resolution, and a pixel-shuffle head unfolds back to full resolution.
+
+It ends in a scaled tanh (outputs bounded to [0, 255], mid-grey at initialization). It is not the
+study's network, whose head is a plain conv (`johnson`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from stylestream.models import ARCHITECTURES
 from stylestream.models.layers import ConvLayer, norm_layer, pad_to_multiple, scaled_tanh
+from stylestream.models.registry import ARCHITECTURES
 
 
 class SeparableResidual(nn.Module):

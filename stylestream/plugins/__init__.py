@@ -8,18 +8,43 @@
 
 from __future__ import annotations
 
-from stylestream.plugins.backends import BACKENDS, BackendUnavailable, pick_backend
-from stylestream.plugins.base import STRENGTH, Param, PluginInfo, StylePlugin
-from stylestream.plugins.discovery import (
-    ENTRY_POINT_GROUP,
-    PluginSet,
-    discover_plugins,
-    plugin_from_model,
-    user_plugin_dirs,
-)
-from stylestream.plugins.engine import Engine, EngineClosed
-from stylestream.plugins.filters import BUILTINS
-from stylestream.plugins.neural import SCALE, NeuralPlugin
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from stylestream.runtime import BACKENDS, BackendUnavailable, pick_backend  # light: no ML library
+
+if TYPE_CHECKING:
+    from stylestream.plugins.base import STRENGTH, Param, PluginInfo, StylePlugin
+    from stylestream.plugins.discovery import (
+        ENTRY_POINT_GROUP,
+        PluginSet,
+        discover_plugins,
+        plugin_from_model,
+        user_plugin_dirs,
+    )
+    from stylestream.plugins.engine import Engine, EngineClosed
+    from stylestream.plugins.filters import BUILTINS
+    from stylestream.plugins.neural import SCALE, NeuralPlugin
+
+# Loaded on first use, so that light modules of this package (options, the command modules) can be
+# imported to build `stylestream --help` without OpenCV.
+_HOMES = {
+    "base": ["STRENGTH", "Param", "PluginInfo", "StylePlugin"],
+    "discovery": ["ENTRY_POINT_GROUP", "PluginSet", "discover_plugins", "plugin_from_model", "user_plugin_dirs"],
+    "engine": ["Engine", "EngineClosed"],
+    "filters": ["BUILTINS"],
+    "neural": ["SCALE", "NeuralPlugin"],
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BACKENDS", "BUILTINS", "ENTRY_POINT_GROUP", "SCALE", "STRENGTH", "BackendUnavailable", "Engine",

@@ -1,6 +1,10 @@
 """The plugin interface: a style is anything with a name that turns a batch of uint8 RGB frames
 (N, H, W, 3) into a batch of the same shape. Classic filters subclass `StylePlugin`; neural styles
-are `NeuralPlugin`s that wrap a model file and an inference backend."""
+are `NeuralPlugin`s that wrap a model file and an inference backend.
+
+The frame contract (uint8 RGB checks, parameter defaults and clamping, the processing size, the
+`strength` blend) is enforced once, by the engine (stylestream.plugins.engine.stylize): a style's
+`apply` only stylizes, and receives only its own parameters."""
 
 from __future__ import annotations
 
@@ -43,6 +47,11 @@ STRENGTH = Param("strength", "Strength", 1.0, 0.0, 1.0, 0.05, "blend of stylized
 STABILIZE = Param("stabilize", "Stabilize", 0.0, 0.0, 1.0, 0.05,
                   "video: carry the previous stylized frame along the motion (less flicker; 0 = off)")
 TEMPORAL_PARAMS = frozenset({"stabilize"})
+# Declared by styles that can run below the frame size (neural nets); the engine resizes for them.
+SCALE = Param("scale", "Processing scale", 1.0, 0.25, 1.0, 0.05,
+              "run the network at this fraction of the frame size (faster, softer)")  # fmt: skip
+# Parameters the engine applies around `apply` (never passed to it).
+ENGINE_PARAMS = frozenset({"strength", "scale"}) | TEMPORAL_PARAMS
 
 
 @dataclass
@@ -68,8 +77,9 @@ class PluginInfo:
 class StylePlugin:
     """Base class. Subclasses set the class attributes and implement `apply`.
 
-    `process` validates the batch, resolves parameters (defaults, clamping) and applies `strength`
-    (blend with the original), so `apply` only has to stylize."""
+    `apply(frames, params)` gets a validated uint8 batch at the processing size and the style's own
+    parameters (resolved: defaults filled, values clamped) and only stylizes. `process` is the whole
+    frame contract for callers without an engine; it runs the engine's code, not a copy of it."""
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
@@ -79,6 +89,8 @@ class StylePlugin:
     thumbnail: Path | None = None
     root: Path | None = None  # the plugin folder its files must stay inside; None: shipped as code
     extra_params: ClassVar[tuple[Param, ...]] = ()
+    scalable: ClassVar[bool] = True  # False: the engine's max_side never shrinks this style's input
+    min_side: ClassVar[int] = 1  # the engine enlarges smaller frames to this for `apply` (and back)
 
     @property
     def params(self) -> list[Param]:
@@ -97,20 +109,13 @@ class StylePlugin:
         return out
 
     def process(self, frames: np.ndarray, params: Mapping[str, Any] | None = None) -> np.ndarray:
-        """uint8 RGB (N, H, W, 3) -> uint8 RGB (N, H, W, 3)."""
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"expected uint8 frames of shape (N, H, W, 3), got {frames.dtype} {frames.shape}")
-        p = self.resolve_params(params)
-        strength = p.pop("strength")
-        if strength <= 0.0:
-            return frames.copy()
-        out = self.apply(frames, p)
-        if strength < 1.0:
-            out = (out.astype(np.float32) * strength + frames.astype(np.float32) * (1.0 - strength) + 0.5)
-            out = out.astype(np.uint8)
-        return out
+        """uint8 RGB (N, H, W, 3) -> uint8 RGB (N, H, W, 3): the engine's frame contract around `apply`."""
+        from stylestream.plugins.engine import stylize  # the engine imports this module
+
+        return stylize(self, frames, params)
 
     def apply(self, frames: np.ndarray, params: dict[str, float]) -> np.ndarray:
+        """Stylize a checked uint8 RGB batch; `params` holds only this style's own (extra) parameters."""
         raise NotImplementedError
 
     source: str = "builtin"  # set by PluginSet.add to where the plugin was found

@@ -31,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from stylestream.plugins import discover_plugins
     from stylestream.plugins.neural import NeuralPlugin
 
-    plugins = discover_plugins(args.plugins, include_user_dir=not args.no_user_plugins,
-                               max_model_mb=args.max_model_mb)  # fmt: skip
     try:
+        plugins = discover_plugins(args.plugins, include_user_dir=not args.no_user_plugins,
+                                   max_model_mb=args.max_model_mb, triton_url=args.triton_url)  # fmt: skip
         for p in plugins:
             if isinstance(p, NeuralPlugin):
                 p.requested_device = args.device

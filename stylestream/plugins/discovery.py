@@ -1,10 +1,12 @@
 """Finding styles: built-ins, Python entry points (group `stylestream.plugins`) and plugin folders.
 
 A plugin folder holds
-  NAME.pt / NAME.onnx / NAME.engine      -> the neural style NAME (several formats = one style),
+  NAME.pt / .onnx / .engine / .torchscript   -> the neural style NAME (several formats = one style; the
+                                                served suffixes of the formats table, export/formats.py),
   NAME.json beside them (an export's model card: name, title, description, thumbnail, ...),
   SUBFOLDER/plugin.toml (+ its model files)   -> one style described by the toml,
   SUBFOLDER/ without plugin.toml               -> scanned like the folder itself (e.g. an export dir).
+A folder in a format stylestream does not serve (a Triton repository) is reported with the reason.
 Broken plugins and name clashes are reported in `PluginSet.errors` (file + why) and skipped; they
 never stop the others from loading. The first source to claim a name keeps it: built-ins, then entry
 points, then folders in the order given, then the user folder.
@@ -15,7 +17,6 @@ files are checked by name, size and header only (modelfiles.py), their weights l
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -25,7 +26,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from stylestream.plugins.backends import FORMATS
+from stylestream.card import read_card
+from stylestream.export.formats import format_of, served_suffix_text, served_suffixes
 from stylestream.plugins.base import PluginInfo, StylePlugin
 from stylestream.plugins.filters import BUILTINS
 from stylestream.plugins.modelfiles import DEFAULT_MAX_MODEL_MB, ModelTooLarge, check_model_file
@@ -33,6 +35,7 @@ from stylestream.plugins.neural import NeuralPlugin
 from stylestream.plugins.paths import OutsideFolder, confined
 from stylestream.plugins.thumbnails import load_thumbnail_bytes
 from stylestream.registry import Registry
+from stylestream.runtime.triton_repository import add_triton_styles
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -178,10 +181,7 @@ def _read_small(path: Path, what: str) -> str:
 
 
 def _read_card(path: Path) -> dict[str, Any]:
-    card = json.loads(_read_small(path, "model card"))
-    if not isinstance(card, dict):
-        raise ValueError("a model card must be a JSON object")  # noqa: TRY004 -- bad content, not a bad call
-    return card
+    return read_card(path, max_bytes=MAX_META_BYTES)  # the one card reader, size-limited: untrusted folder
 
 
 def _thumbnail(folder: Path, rel: Any, where: Path, plugins: PluginSet) -> Path | None:
@@ -221,12 +221,22 @@ def _valid_models(folder: Path, models: dict[str, Path], plugins: PluginSet,
     return ok
 
 
+def _report_unserved(folder: Path, plugins: PluginSet) -> None:
+    """Sub-folders in a format no runtime backend serves (a Triton repository): said, not skipped silently."""
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        fmt = format_of(sub)
+        if fmt is not None and fmt.backend is None:
+            plugins._error(sub, fmt.not_served)
+
+
 def _scan_models(folder: Path, plugins: PluginSet, max_mb: float) -> None:
     """Top-level model files of a folder, grouped by stem; NAME.json beside is the model card."""
+    _report_unserved(folder, plugins)
+    served = served_suffixes()
     stems: dict[str, dict[str, Path]] = {}
     for f in sorted(folder.iterdir()):
-        if f.is_file() and not f.name.startswith(".") and f.suffix in FORMATS:
-            stems.setdefault(f.stem, {})[FORMATS[f.suffix]] = f
+        if f.is_file() and not f.name.startswith(".") and f.suffix in served:
+            stems.setdefault(f.stem, {})[served[f.suffix].name] = f
     for stem, models in stems.items():
         try:
             _add_model_style(folder, stem, models, plugins, max_mb)
@@ -257,9 +267,10 @@ def _add_model_style(folder: Path, stem: str, models: dict[str, Path], plugins: 
 
 def _toml_models(folder: Path, meta: dict[str, Any], toml_path: Path, plugins: PluginSet) -> dict[str, Path]:
     """The model files plugin.toml names (`model`/`models`, relative to its folder), or all in the folder."""
+    served = served_suffixes()
     refs = meta.get("model") or meta.get("models")
     if refs is None:
-        files = [f for f in sorted(folder.iterdir()) if f.is_file() and f.suffix in FORMATS]
+        files = [f for f in sorted(folder.iterdir()) if f.is_file() and f.suffix in served]
     else:
         refs = [refs] if isinstance(refs, str) else refs
         if not isinstance(refs, list) or not all(isinstance(r, str) and r for r in refs):
@@ -269,13 +280,13 @@ def _toml_models(folder: Path, meta: dict[str, Any], toml_path: Path, plugins: P
         files = [folder / r for r in refs]
     missing = [f.name for f in files if not f.is_file()]
     if missing or not files:
-        why = f"model file(s) {missing} not found" if missing else "no NAME.pt/.onnx/.engine model file"
+        why = f"model file(s) {missing} not found" if missing else f"no model file ({served_suffix_text()})"
         raise _skip(plugins, toml_path, why)
     models: dict[str, Path] = {}
     for f in files:
-        if f.suffix not in FORMATS:
-            raise _skip(plugins, toml_path, f"{f.name}: unsupported model format (use .pt, .onnx or .engine)")
-        models[FORMATS[f.suffix]] = f
+        if f.suffix not in served:
+            raise _skip(plugins, toml_path, f"{f.name}: unsupported model format (use {served_suffix_text()})")
+        models[served[f.suffix].name] = f
     return models
 
 
@@ -301,6 +312,8 @@ def scan_folder(folder: Path, plugins: PluginSet, max_model_mb: float = DEFAULT_
         try:
             # a sub-folder is a plugin folder of its own: a symlink to elsewhere would widen what it may name
             _confined(plugins, folder, sub.name, "folder", sub)
+            if format_of(sub) is not None:  # a folder-format model (reported by _scan_models above)
+                continue
             if (sub / "plugin.toml").is_file():
                 _load_toml_plugin(sub, plugins, max_model_mb)
             else:
@@ -309,13 +322,22 @@ def scan_folder(folder: Path, plugins: PluginSet, max_model_mb: float = DEFAULT_
             continue
 
 
+def is_model_path(path: str | os.PathLike) -> bool:
+    """Whether `--style X` names a model (a served file suffix, or a model folder such as a Triton
+    repository) rather than a style name."""
+    return Path(path).suffix in served_suffixes() or format_of(Path(path)) is not None
+
+
 def plugin_from_model(path: str | os.PathLike, name: str | None = None,
                       max_model_mb: float = DEFAULT_MAX_MODEL_MB) -> NeuralPlugin:  # fmt: skip
     """A neural style straight from a model file (`stylize --style model.onnx`), card beside it if any.
     The file itself was named by the user; what it names (external data) must stay in its folder."""
     path = Path(path)
-    if path.suffix not in FORMATS:
-        raise ValueError(f"{path}: not a model file (expected .pt, .onnx or .engine)")
+    fmt = format_of(path)
+    if fmt is not None and fmt.backend is None:  # e.g. a Triton repository: say who serves it
+        raise ValueError(f"{path}: {fmt.not_served}")
+    if fmt is None or path.suffix not in served_suffixes():
+        raise ValueError(f"{path}: not a model file (expected {served_suffix_text()})")
     if not path.is_file():
         raise ValueError(f"{path}: model file not found")
     real = path.resolve()
@@ -333,15 +355,16 @@ def plugin_from_model(path: str | os.PathLike, name: str | None = None,
             card = _read_card(card_path)
         except (OSError, ValueError) as exc:
             raise ValueError(f"{card_path}: unreadable model card ({exc})") from None
-    return NeuralPlugin(name or str(card.get("name") or slugify(path.stem)), {FORMATS[path.suffix]: real},
+    return NeuralPlugin(name or str(card.get("name") or slugify(path.stem)), {fmt.name: real},
                         str(card.get("title") or ""), str(card.get("description") or ""), None, card,
                         root=real.parent)  # fmt: skip
 
 
 def discover_plugins(dirs: Iterable[str | os.PathLike] | None = None, include_user_dir: bool = True,
-                     include_entry_points: bool = True,
-                     max_model_mb: float = DEFAULT_MAX_MODEL_MB) -> PluginSet:  # fmt: skip
-    """Every style: built-ins, entry points, `dirs` (each must exist), then the user folder (if present).
+                     include_entry_points: bool = True, max_model_mb: float = DEFAULT_MAX_MODEL_MB,
+                     triton_url: str | None = None) -> PluginSet:  # fmt: skip
+    """Every style: built-ins, entry points, `dirs` (each must exist), the user folder (if present), then
+    the style models of the Triton server at `triton_url` (TritonUnreachable, a ValueError, if it is down).
     Model files are checked by name, size and header only (weights load on first use); files over
     `max_model_mb` and plugins naming paths outside their folder are skipped, with the reason in errors."""
     plugins = PluginSet()
@@ -361,4 +384,6 @@ def discover_plugins(dirs: Iterable[str | os.PathLike] | None = None, include_us
             scan_folder(folder, plugins, max_model_mb)
         except OSError as exc:
             plugins._error(folder, f"cannot read plugin folder ({exc})")
+    if triton_url:
+        add_triton_styles(plugins, triton_url)
     return plugins

@@ -3,19 +3,28 @@
 Discovery runs at every start of `plugins`, `stylize`, `serve` and `cam`, over folders anyone may have
 filled, so it never reads weights: a `.pt` is opened as the zip archive torch.save writes (its
 directory and the small pickle, not the tensors), an `.onnx` is walked field by field (seeking past
-the weights) and only its small parts are parsed, an `.engine` is only sized. The weights load when
-a style is first used (NeuralPlugin.runner), where the ONNX backend also checks the graph."""
+the weights) and only its small parts are parsed, a TorchScript file's code (not its weights) is
+checked for what it may call, an `.engine` is only sized; an OpenVINO `.xml` is parsed without DTDs or
+entities and its `.bin` sized against what the XML addresses, an ncnn `.param` is parsed line by line
+(its `.bin` must be beside it), `.pte` and `.tflite` flatbuffers are checked by identifier and header
+sizes. Companion `.bin` files must resolve inside the folder and count toward --max-model-mb. Which
+check a file gets follows the runtime backend the formats table says serves it. The weights load when
+a style is first used (NeuralPlugin.runner), where the ONNX and OpenVINO backends also check the graph."""
 
 from __future__ import annotations
 
 import logging
 import pickletools
+import re
+import struct
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from stylestream.export.formats import format_of, served_suffix_text
 from stylestream.plugins.paths import confined
+from stylestream.runtime.torchscript_check import check_torchscript
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +39,12 @@ MAX_ZIP_ENTRIES = 100_000  # a style .pt has a few hundred; millions would cost 
 
 class ModelTooLarge(ValueError):
     """A model file over the --max-model-mb limit (fine, perhaps, but not loaded)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one short line (C++ libraries raise pages of trace)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _mb(size: int) -> str:
@@ -49,13 +64,30 @@ def check_model_file(path: Path, folder: Path | None = None,
     if size > limit:  # before any read: an oversized file costs one stat
         raise ModelTooLarge(f"{path.name} is {_mb(size)} MB, over --max-model-mb {max_model_mb:g}; "
                             "raise the limit to load it")  # fmt: skip
-    if path.suffix == ".pt":
+    fmt = format_of(path)
+    backend = fmt.backend if fmt is not None else None
+    if backend is None:
+        raise ValueError(f"not a model file stylestream serves (expected {served_suffix_text()})")
+    if backend == "torch":
         _check_pt(path)
-    elif path.suffix == ".onnx":
+    elif backend == "torchscript":
+        check_torchscript(path)
+    elif backend == "onnxruntime":
         extra = sum(f.stat().st_size for f in _check_onnx(path, size, folder or path.parent))
         if size + extra > limit:
             raise ModelTooLarge(f"{path.name} and its external data are {_mb(size + extra)} MB, over "
                                 f"--max-model-mb {max_model_mb:g}; raise the limit to load it")  # fmt: skip
+    elif backend in ("openvino", "ncnn"):  # NAME.xml / NAME.param + NAME.bin
+        check = check_openvino_ir if backend == "openvino" else check_ncnn_param
+        weights = check(path, folder or path.parent)
+        extra = weights.stat().st_size if weights is not None else 0
+        if size + extra > limit:
+            raise ModelTooLarge(f"{path.name} and its weights are {_mb(size + extra)} MB, over "
+                                f"--max-model-mb {max_model_mb:g}; raise the limit to load it")  # fmt: skip
+    elif backend == "executorch":
+        check_pte(path)
+    elif backend == "litert":
+        check_tflite(path)
 
 
 # -------------------------------------------------------------------------------------------- .pt
@@ -215,3 +247,158 @@ def external_data_files(tensors: Iterable[Any], model_path: Path, folder: Path) 
             raise ValueError(f"external data {location!r} of tensor {t.name!r} not found")
         files.add(target)
     return files
+
+
+# ------------------------------------------------------------------------------------ OpenVINO IR
+
+MAX_IR_LAYERS = 100_000  # a style IR has a few hundred layers
+
+
+class _IRReader:
+    """Streams an IR .xml through expat: the <net> version, the top-level Parameter and Result layers,
+    and how many bytes of NAME.bin the Const layers (subgraphs included) address."""
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []
+        self.layers = 0
+        self.params: list[dict[str, str]] = []
+        self.results = 0
+        self.weights_end = 0
+        self._layer_type = ""
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        if not self.stack and (name != "net" or attrs.get("version") not in ("10", "11")):
+            raise ValueError(f"not an OpenVINO IR (root <{name}> version {attrs.get('version')!r}; "
+                             "expected <net> version 10 or 11)")  # fmt: skip
+        if name == "layer":
+            self.layers += 1
+            if self.layers > MAX_IR_LAYERS:
+                raise ValueError(f"not a style model (over {MAX_IR_LAYERS} layers)")
+            self._layer_type = attrs.get("type", "")
+            if self.stack == ["net", "layers"]:
+                self.results += self._layer_type == "Result"
+        elif name == "data" and self.stack[-1:] == ["layer"]:
+            if self._layer_type == "Const" and "offset" in attrs:
+                offset, size = (attrs.get(k, "") for k in ("offset", "size"))
+                if not (offset.isdigit() and size.isdigit()):
+                    raise ValueError(f"not an OpenVINO IR (Const offset {offset!r} size {size!r})")
+                self.weights_end = max(self.weights_end, int(offset) + int(size))
+            elif self._layer_type == "Parameter" and self.stack == ["net", "layers", "layer"]:
+                self.params.append(attrs)
+        self.stack.append(name)
+
+    def end(self, name: str) -> None:
+        self.stack.pop()
+
+
+def _refuse(what: str) -> Any:
+    def handler(*_: Any) -> None:
+        raise ValueError(f"not an OpenVINO IR ({what} refused: an IR has none)")
+
+    return handler
+
+
+def check_openvino_ir(path: Path, folder: Path) -> Path | None:
+    """An OpenVINO IR before OpenVINO reads it: well-formed XML with no DOCTYPE or entities (no expansion
+    bombs, no external entities), a <net> of IR version 10/11 with one float32 (N, 3, H, W) Parameter
+    and one Result, and its weights NAME.bin beside it, inside `folder` (paths.OutsideFolder otherwise),
+    exactly as large as the Const layers' offsets + sizes say. Returns the .bin (None: no weights)."""
+    from xml.parsers import expat
+
+    reader = _IRReader()
+    parser = expat.ParserCreate()
+    parser.StartElementHandler, parser.EndElementHandler = reader.start, reader.end
+    parser.StartDoctypeDeclHandler = _refuse("a DOCTYPE")
+    parser.EntityDeclHandler = _refuse("an entity declaration")
+    parser.ExternalEntityRefHandler = _refuse("an external entity")
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                parser.Parse(block, False)
+            parser.Parse(b"", True)
+    except expat.ExpatError as exc:
+        raise ValueError(f"not an OpenVINO IR (XML error: {expat.errors.messages[exc.code]}, "
+                         f"line {exc.lineno})") from None  # fmt: skip
+    if len(reader.params) != 1 or reader.results != 1:
+        raise ValueError(f"not a style model: {len(reader.params)} input(s) and {reader.results} output(s); "
+                         "expected one float32 (N, 3, H, W) input and one output")  # fmt: skip
+    param = reader.params[0]
+    dims = param.get("shape", "").split(",")
+    if param.get("element_type") != "f32" or len(dims) != 4 or dims[1] not in ("3", "?", "-1"):
+        raise ValueError(f"not a style model: input {param.get('element_type')} [{param.get('shape')}]; "
+                         "expected float32 (N, 3, H, W)")  # fmt: skip
+    weights = confined(folder, path.with_suffix(".bin").name, "OpenVINO weights", base=path.parent)
+    if reader.weights_end == 0:
+        return weights if weights.is_file() else None
+    if not weights.is_file():
+        raise ValueError(f"its weights {weights.name} are missing (an IR is NAME.xml + NAME.bin)")
+    size = weights.stat().st_size
+    if size != reader.weights_end:
+        raise ValueError(f"{weights.name} is {size} bytes but {path.name} addresses {reader.weights_end}: "
+                         "truncated, or not this model's weights")  # fmt: skip
+    return weights
+
+
+# ---------------------------------------------------------------------- ExecuTorch, LiteRT (flatbuffers)
+
+
+def _flatbuffer_id(path: Path, want: re.Pattern[bytes], what: str) -> bytes:
+    """A flatbuffer's 4-byte file identifier (bytes 4-8); returns the first 64 bytes."""
+    with path.open("rb") as f:
+        head = f.read(64)
+    if len(head) < 8 or not want.fullmatch(head[4:8]):
+        raise ValueError(f"not {what} (file identifier {head[4:8]!r})")
+    return head
+
+
+def check_pte(path: Path) -> None:
+    """An ExecuTorch program: identifier ET<nn>, and its extended header's sizes fit the file."""
+    head = _flatbuffer_id(path, re.compile(rb"ET\d\d"), "an ExecuTorch program (.pte)")
+    if head[8:12] == b"eh00" and len(head) >= 40:  # extended header: program size, segment offset and size
+        program, base, segments = struct.unpack_from("<QQQ", head, 16)
+        size = path.stat().st_size
+        if program > size or (segments and base + segments > size):
+            raise ValueError(f"truncated ExecuTorch program (its header says {max(program, base + segments)} "
+                             f"bytes, the file has {size})")  # fmt: skip
+
+
+def check_tflite(path: Path) -> None:
+    """A LiteRT / TensorFlow Lite model: identifier TFL3."""
+    _flatbuffer_id(path, re.compile(rb"TFL3"), "a LiteRT model (.tflite)")
+
+
+# -------------------------------------------------------------------------------------------- ncnn
+
+MAX_NCNN_LAYERS = 100_000
+_NCNN_MAGIC = "7767517"
+_NCNN_LAYER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # a layer type: ncnn's built-ins are plain names
+
+
+def check_ncnn_param(path: Path, folder: Path) -> Path | None:
+    """An ncnn .param (text): the magic line, layer and blob counts that match its lines, each layer line
+    well formed; one input blob; and its weights NAME.bin beside it, inside `folder`. Returns the .bin."""
+    if path.stat().st_size > PARSE_BUDGET:
+        raise ValueError(f"not a style model (the .param is over {PARSE_BUDGET // MB} MB)")
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    if not lines or lines[0] != _NCNN_MAGIC:
+        raise ValueError(f"not an ncnn .param (first line {lines[0][:20] if lines else ''!r}, expected {_NCNN_MAGIC})")
+    counts = lines[1].split() if len(lines) > 1 else []
+    if len(counts) != 2 or not all(c.isdigit() for c in counts) or int(counts[0]) > MAX_NCNN_LAYERS:
+        raise ValueError(f"not an ncnn .param (counts line {lines[1][:40] if len(lines) > 1 else ''!r})")
+    layers = lines[2:]
+    if len(layers) != int(counts[0]):
+        raise ValueError(f"not an ncnn .param ({len(layers)} layer lines, its header says {counts[0]})")
+    inputs = 0
+    for n, line in enumerate(layers, 3):
+        parts = line.split()
+        if len(parts) < 4 or not _NCNN_LAYER.match(parts[0]) or not (parts[2].isdigit() and parts[3].isdigit()):
+            raise ValueError(f"not an ncnn .param (line {n}: {line[:60]!r})")
+        if len(parts) < 4 + int(parts[2]) + int(parts[3]):
+            raise ValueError(f"not an ncnn .param (line {n} names fewer blobs than it counts)")
+        inputs += parts[0] == "Input"
+    if inputs != 1:
+        raise ValueError(f"not a style model ({inputs} Input layers; expected one)")
+    weights = confined(folder, path.with_suffix(".bin").name, "ncnn weights", base=path.parent)
+    if not weights.is_file():
+        raise ValueError(f"its weights {weights.name} are missing (an ncnn model is NAME.param + NAME.bin)")
+    return weights

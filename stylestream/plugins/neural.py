@@ -1,34 +1,42 @@
-"""Neural styles: a plugin that wraps one style's model files (NAME.pt / .onnx / .engine) and runs
-them through an inference backend, loaded lazily on first use (discovery stays fast). `root` is the
-plugin folder every file the style reads must stay inside (None for a model named by trusted code)."""
+"""Neural styles: a plugin that wraps one style's model files (NAME.pt / .onnx / .engine / .torchscript,
+the served suffixes of the formats table) and runs them through a runtime backend (stylestream.runtime),
+loaded lazily on first use (discovery stays fast). `root` is the plugin folder every file the style
+reads must stay inside (None for a model named by trusted code)."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from stylestream.devices import resolve_name
-from stylestream.plugins.backends import BACKENDS, Backend, cached_onnx, pick_backend
-from stylestream.plugins.base import Param, StylePlugin
+from stylestream.plugins.base import SCALE, StylePlugin
+from stylestream.plugins.options import MIN_SIDE
 from stylestream.plugins.paths import confined
+from stylestream.runtime import BACKENDS, Backend, pick_backend
 
-SCALE = Param("scale", "Processing scale", 1.0, 0.25, 1.0, 0.05,
-              "run the network at this fraction of the frame size (faster, softer)")  # fmt: skip
+__all__ = ["MIN_SIDE", "SCALE", "NeuralPlugin", "device_resident"]
 
-MIN_SIDE = 16  # every architecture needs H, W >= 16
+
+def device_resident(runner: Backend) -> bool:
+    """Whether the backend runs torch tensors on its own device (it overrides `run_tensor`), so a frame
+    can stay on the GPU from upload to download; the default `run_tensor` goes through host memory."""
+    return type(runner).run_tensor is not Backend.run_tensor
 
 
 class NeuralPlugin(StylePlugin):
     kind = "neural"
-    extra_params = (SCALE,)
+    extra_params = (SCALE,)  # the engine runs the net at this fraction of the frame size
+    min_side = MIN_SIDE  # every architecture needs H, W >= 16; the engine enlarges smaller frames
 
     def __init__(self, name: str, models: dict[str, Path], title: str = "", description: str = "",
                  thumbnail: Path | None = None, card: dict[str, Any] | None = None,
-                 backend: str = "auto", device: str = "auto", root: Path | None = None) -> None:  # fmt: skip
+                 backend: str = "auto", device: str = "auto", root: Path | None = None,
+                 backend_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:  # fmt: skip
+        """backend_options: backend name -> keyword arguments for it ({"triton": {"url": ...}})."""
         if not models:
             raise ValueError(f"style {name!r} has no model file")
         self.name = name  # type: ignore[misc]
@@ -41,6 +49,7 @@ class NeuralPlugin(StylePlugin):
         self.root = root
         self.requested_backend = backend
         self.requested_device = device
+        self.backend_options = {k: dict(v) for k, v in (backend_options or {}).items()}
         self._runner: Backend | None = None
         self._error: Exception | None = None
         self._lock = threading.Lock()
@@ -51,7 +60,7 @@ class NeuralPlugin(StylePlugin):
 
     def _converts_pt_to_onnx(self, device: str) -> bool:
         """A .pt-only style under --backend auto on CPU runs on ONNX Runtime via a cached conversion."""
-        return self.requested_backend == "auto" and device == "cpu" and set(self.models) == {"pt"}
+        return self.requested_backend == "auto" and device == "cpu" and set(self.models) == {"pytorch"}
 
     @property
     def backend(self) -> str:  # type: ignore[override]
@@ -66,12 +75,13 @@ class NeuralPlugin(StylePlugin):
         except Exception:  # noqa: BLE001 -- a listing must not fail; runner() raises the reason
             return "unavailable"
 
-    def bind(self, backend: str = "auto", device: str = "auto") -> NeuralPlugin:
+    def bind(self, backend: str = "auto", device: str = "auto",
+             backend_options: Mapping[str, Mapping[str, Any]] | None = None) -> NeuralPlugin:  # fmt: skip
         """A copy that runs with this backend/device (each engine owns its loaded copies)."""
         if backend != "auto" and backend not in BACKENDS:
             BACKENDS.entry(backend)  # raises UnknownNameError listing the backends
         return NeuralPlugin(self.name, self.models, self.title, self.description, self.thumbnail, self.card,
-                            backend, device, self.root)  # fmt: skip
+                            backend, device, self.root, backend_options)  # fmt: skip
 
     def runner(self) -> Backend:
         """Load the model (once, thread-safe). A failed load is remembered and re-raised fast, so a broken
@@ -86,13 +96,15 @@ class NeuralPlugin(StylePlugin):
                     device = self.device
                     models = self.models
                     if self._converts_pt_to_onnx(device):
-                        onnx = cached_onnx(models["pt"])
+                        from stylestream.export.onnx_cache import cached_onnx
+
+                        onnx = cached_onnx(models["pytorch"])
                         models = {**models, "onnx": onnx} if onnx else models
                     name, path = pick_backend(models, device, self.requested_backend)
                     root = self.root if path in self.models.values() else None  # not for our cached copy
                     if root is not None:  # again: the folder may have changed since discovery
                         confined(root, path.absolute(), "model")
-                    self._runner = BACKENDS[name](path, device, root=root)
+                    self._runner = BACKENDS[name](path, device, root=root, **self.backend_options.get(name, {}))
                 except Exception as exc:
                     self._error = exc
                     raise
@@ -102,36 +114,14 @@ class NeuralPlugin(StylePlugin):
         return self.runner().describe()
 
     def apply(self, frames: np.ndarray, params: dict[str, float]) -> np.ndarray:
-        _, h, w, _ = frames.shape
-        scale = params.get("scale", 1.0)
-        src = frames
-        # tiny frames are upscaled to the networks' minimum size and brought back afterwards
-        sw, sh = max(MIN_SIDE, round(w * scale)), max(MIN_SIDE, round(h * scale))
-        if (sh, sw) != (h, w):
-            src = np.stack([cv2.resize(f, (sw, sh), interpolation=cv2.INTER_AREA) for f in frames])
-        x = np.ascontiguousarray(src.transpose(0, 3, 1, 2), dtype=np.float32)
+        x = np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32)
         y = self.runner().run(x)
-        out = np.clip(y.transpose(0, 2, 3, 1) + 0.5, 0, 255).astype(np.uint8)
-        if out.shape[1:3] != (h, w):
-            out = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in out])
-        return out
+        return np.clip(y.transpose(0, 2, 3, 1) + 0.5, 0, 255).astype(np.uint8)
 
-    def process_tensor(self, frames: Any, params: dict[str, Any] | None = None) -> Any:
-        """Device-resident path: uint8 RGB torch tensor (N, H, W, 3) on the backend's device -> same, without
-        a round trip through host memory where the backend allows it (torch, tensorrt)."""
-        import torch
-
-        p = self.resolve_params(params)
-        runner = self.runner()
-        x = frames.permute(0, 3, 1, 2).float()
-        if hasattr(runner, "run_tensor"):
-            y = runner.run_tensor(x.to(runner.device))
-        else:  # ONNX Runtime takes host arrays
-            y = torch.from_numpy(runner.run(x.cpu().numpy())).to(frames.device)
-        y = y.to(frames.device)
-        if p["strength"] < 1.0:
-            y = y * p["strength"] + x * (1.0 - p["strength"])
-        return (y + 0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    def apply_tensor(self, x: Any) -> Any:
+        """The engine's tensor path: float (N, 3, H, W) torch tensor in [0, 255] -> same, on the
+        backend's device (stylestream.plugins.framepath quantizes, resizes and blends around it)."""
+        return self.runner().run_tensor(x)
 
     def close(self) -> None:
         with self._lock:
@@ -139,9 +129,3 @@ class NeuralPlugin(StylePlugin):
                 self._runner.close()
                 self._runner = None
 
-
-def model_files(folder: Path, stem: str) -> dict[str, Path]:
-    """The model files of one style in a folder: NAME.pt / NAME.onnx / NAME.engine."""
-    from stylestream.plugins.backends import FORMATS
-
-    return {fmt: folder / f"{stem}{suf}" for suf, fmt in FORMATS.items() if (folder / f"{stem}{suf}").is_file()}

@@ -6,7 +6,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from stylestream.plugins.options import add_engine_arguments, add_plugin_arguments
+from stylestream.plugins.options import (
+    add_engine_arguments,
+    add_param_argument,
+    add_plugin_arguments,
+    backend_options,
+)
 
 HELP = "stylize images, folders of images, or videos with a style"
 DESCRIPTION = """Stylize files with a style (a name from `stylestream plugins`, or a model file).
@@ -35,32 +40,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_plugin_arguments(parser)
     add_engine_arguments(parser)
     parser.add_argument("--strength", type=float, default=1.0, help="blend with the original, 0..1 (1.0)")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="another style parameter (see `stylestream plugins --json`), repeatable")  # fmt: skip
+    add_param_argument(parser)
     parser.add_argument("--batch", type=int, default=4, help="video frames per inference batch (4)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _params(args: argparse.Namespace) -> dict[str, float]:
-    from stylestream.cli import CLIError
-
-    params: dict[str, float] = {"strength": args.strength}
-    for item in args.param:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise CLIError(f"--param {item!r}: expected NAME=VALUE, e.g. --param scale=0.5")
-        try:
-            params[name.strip()] = float(value)
-        except ValueError:
-            raise CLIError(f"--param {item!r}: {value!r} is not a number") from None
-    return params
+    return {"strength": args.strength, **dict(args.param)}
 
 
 def _jobs(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
     """(input file, output file) pairs; a folder maps to a folder, several inputs go into `output`/."""
     from stylestream.cli import CLIError
-    from stylestream.plugins.media import is_image, is_video
+    from stylestream.media import is_image, is_video
 
     for p in inputs:
         if not p.exists():
@@ -91,10 +84,10 @@ def _jobs(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
 
 def run(args: argparse.Namespace) -> int:
     from stylestream.cli import CLIError
+    from stylestream.media import MediaError, is_image, read_image, same_file, write_image
     from stylestream.models.io import ImageTooLargeError, WriteError, remove_stale_temps
     from stylestream.plugins import Engine, PluginSet, discover_plugins, plugin_from_model
-    from stylestream.plugins.backends import FORMATS
-    from stylestream.plugins.media import MediaError, is_image, read_image, same_file, write_image
+    from stylestream.plugins.discovery import is_model_path
     from stylestream.plugins.video import stylize_video
     from stylestream.registry import UnknownNameError
 
@@ -110,16 +103,17 @@ def run(args: argparse.Namespace) -> int:
 
     style_path = Path(args.style)
     try:
-        if style_path.suffix in FORMATS:
+        if is_model_path(style_path):
             plugins = PluginSet()
             plugins.add(plugin_from_model(style_path, max_model_mb=args.max_model_mb), str(style_path))
             style = plugins.names()[0]
         else:
             plugins = discover_plugins(args.plugins, include_user_dir=not args.no_user_plugins,
-                                       max_model_mb=args.max_model_mb)
+                                       max_model_mb=args.max_model_mb, triton_url=args.triton_url)
             style = args.style
             plugins.get(style)
-        engine = Engine(plugins, backend=args.backend, device=args.device, max_side=args.max_side)
+        engine = Engine(plugins, backend=args.backend, device=args.device, max_side=args.max_side,
+                        backend_options=backend_options(args.backend, args.triton_url))
         engine.plugin(style).resolve_params(params)  # unknown/invalid --param fails before any work
         engine.load(style)
     except (UnknownNameError, ValueError, RuntimeError) as exc:

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from stylestream.media import MediaError
 from stylestream.models.io import atomic_write
-from stylestream.plugins.media import MediaError
 
 log = logging.getLogger(__name__)
 

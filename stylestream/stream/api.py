@@ -120,7 +120,7 @@ async def render_thumbnail(engine: Any, style: str, size: tuple[int, int] = (160
     centre-cropped to `size` (W, H), as JPEG; inference goes through the engine's worker, off the loop."""
     import cv2
 
-    from stylestream.export.frames import default_images
+    from stylestream.media import default_images
 
     bgr = cv2.imread(str(default_images()))
     if bgr is None:

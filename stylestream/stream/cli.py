@@ -98,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         host=args.host, port=args.port, plugin_dirs=list(args.plugins), include_user_plugins=not args.no_user_plugins,
         max_model_mb=args.max_model_mb,
-        backend=args.backend,
+        backend=args.backend, triton_url=args.triton_url,
         device=args.device, max_side=args.max_side, token=read_token(args), no_auth=args.no_auth,
         admin_token=args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None,
         allowed_hosts=list(args.allowed_host), cors_origins=list(args.cors_origin),

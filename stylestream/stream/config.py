@@ -23,6 +23,7 @@ class ServerConfig:
     include_user_plugins: bool = True
     max_model_mb: float = 1024  # plugin model files over this are skipped at discovery
     backend: str = "auto"
+    triton_url: str | None = None  # a Triton server: its style models are styles; --backend triton uses it
     device: str = "auto"
     max_side: int | None = None  # the largest processing size (longer side); output keeps the input size
     target_fps: float = 24.0  # hold this output frame rate by adapting the processing size; 0: off

@@ -47,15 +47,17 @@ def create_app(config: ServerConfig | None = None, *, plugins: Any = None, engin
         from stylestream.plugins import discover_plugins
 
         plugins = discover_plugins(config.plugin_dirs or None, include_user_dir=config.include_user_plugins,
-                                   max_model_mb=config.max_model_mb)  # fmt: skip
+                                   max_model_mb=config.max_model_mb, triton_url=config.triton_url)  # fmt: skip
         owned.append(plugins)
     if engine is None:
         from stylestream import devices
         from stylestream.plugins import Engine
+        from stylestream.plugins.options import backend_options
 
         devices.reserve_cores(1)  # aiortc's decoders and encoders need a core; inference takes the rest
         # No max_side here: each session's pipeline sets the processing size (adaptive, capped by it).
-        engine = Engine(plugins, backend=config.backend, device=config.device)
+        engine = Engine(plugins, backend=config.backend, device=config.device,
+                        backend_options=backend_options(config.backend, config.triton_url))
         owned.insert(0, engine)
     plugins.get(config.default_style)  # fail at start-up, not on the first visitor
     if config.max_bitrate_kbps:
@@ -63,6 +65,7 @@ def create_app(config: ServerConfig | None = None, *, plugins: Any = None, engin
 
     app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=config.max_body_bytes)
     metrics = Metrics()
+    metrics.watch_engine(engine)
     app[keys.CONFIG] = config
     app[keys.POLICY] = AccessPolicy(config)
     app[keys.PLUGINS] = plugins

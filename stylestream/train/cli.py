@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from stylestream.models import ARCHITECTURES
-from stylestream.models.layers import NORMS
-from stylestream.train.optimizers import OPTIMIZERS
-from stylestream.train.schedules import SCHEDULES
+from stylestream.cli_choices import ARCHITECTURES, NORMS, OPTIMIZERS, SCHEDULES  # light: no torch
 
 HELP = "train a style network (Johnson et al.) with a VGG-16 perceptual loss"
+EXIT_DIVERGED = 3  # the loss became NaN/Inf (`train`; `sweep` when no run ended ok)
 DESCRIPTION = (
     "Train a feed-forward style network on every image under --data (COCO train2017 works as is)\n"
     "for the style of --style. Writes RUN_DIR/model.pt, metrics.csv, card.json, checkpoint.pt,\n"
@@ -63,7 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     length.add_argument("--steps", type=_int, default=None, help="optimizer steps (overrides --epochs)")
     p.add_argument("--image-size", type=_int, default=256, help="training crop side in pixels (default: 256)")
     p.add_argument("--style-size", type=_int, default=None,
-                   help="longer side of the style image (default: --image-size; 0: original size)")  # fmt: skip
+                   help="longer side of the style image (default: --image-size, as Johnson's code; 0: its "
+                        "own size, as the optimizer study's code and `sweep`)")  # fmt: skip
     p.add_argument("--content-weight", type=_float, default=1e5, help="lambda_c (default: 1e5)")
     p.add_argument("--style-weight", type=_float, default=1e10, help="lambda_s (default: 1e10)")
     p.add_argument("--tv-weight", type=_float, default=0.0, help="total-variation weight (default: 0)")
@@ -107,9 +106,10 @@ def run(args: argparse.Namespace) -> int:
     from stylestream.cli import CLIError
     from stylestream.devices import DeviceError
     from stylestream.models.io import WriteError
+    from stylestream.train.config import ConfigError, TrainConfig
     from stylestream.train.data import DataError
     from stylestream.train.images import ImageLoadError
-    from stylestream.train.loop import EXIT_DIVERGED, ConfigError, TrainConfig, train
+    from stylestream.train.loop import train
     from stylestream.train.vgg import VGGWeightsError
 
     fields = TrainConfig.__dataclass_fields__
@@ -121,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
     except WriteError as exc:  # card.json records status "failed" where it could be written
         raise CLIError(exc.line("--out")) from None
     card = result.card
-    print(f"VGG-16 weights: {card['vgg_weights']}")
     print(f"device: {card['device']}  amp: {card['amp']}")
     losses = "  ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
     print(f"{result.status}: {result.step} steps in {result.wall_time_s:.1f} s "

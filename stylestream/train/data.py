@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from stylestream.train.images import IMAGE_EXTENSIONS, ImageLoadError, open_rgb, pil_to_tensor
+from stylestream.media import IMAGE_SUFFIXES, list_media
+from stylestream.train.images import ImageLoadError, open_rgb, pil_to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,10 @@ def list_images(root: str | os.PathLike) -> list[Path]:
         raise DataError(
             f"{root}: training data folder not found (expected a folder of images, e.g. COCO train2017)"
         )
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    files = list_media(root)[0]  # the one definition of an image file, searched recursively
     if not files:
         raise DataError(
-            f"{root}: no image files found (looked recursively for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+            f"{root}: no image files found (looked recursively for {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
     return files
 

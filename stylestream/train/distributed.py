@@ -4,7 +4,7 @@
 
 Each of the N processes trains on its shard of every global batch (B images per process, N*B per
 step), gradients are averaged across processes (NCCL on GPUs, gloo on CPU), and only rank 0 writes
-the run directory. `stylestream.train.loop` calls these helpers; outside torchrun they do nothing."""
+the run directory. `stylestream.train.lockstep` calls these helpers; outside torchrun they do nothing."""
 
 from __future__ import annotations
 
@@ -35,6 +35,13 @@ def init_from_env() -> tuple[int, int]:
         atexit.register(shutdown)
         log.info("rank %d of %d joined the %s process group", dist.get_rank(), dist.get_world_size(), backend)
     return dist.get_rank(), dist.get_world_size()
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of the process group this process joined; (0, 1) outside one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def shutdown() -> None:

@@ -11,8 +11,6 @@ from PIL import Image, UnidentifiedImageError
 
 from stylestream.models.io import ImageTooLargeError, open_image
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif"})
-
 
 class ImageLoadError(ValueError):
     """An image that is missing or cannot be decoded; the message names the file."""

@@ -1,26 +1,26 @@
-"""Lockstep training: several style networks that share a batch size (a sweep's optimizers and
-learning rates) trained together in one process. Per batch there is one data-loader read and one VGG
-pass for the content targets, shared by every model; the style Grams live in the one PerceptualLoss.
-Each model then takes exactly the step `stylestream train` would take (stylestream.train.step), from
-the same initial weights, on the same images in the same order, so a lockstep run reproduces the
-sequential run of the same settings.
+"""The trainer: style networks that share a batch size trained together, in lockstep, in one process.
+`stylestream train` is a group of one (stylestream.train.loop); a sweep's optimizers and learning rates
+are larger groups. Per batch there is one data-loader read and one VGG pass for the content targets,
+shared by every network; the style Grams live in the one PerceptualLoss. Each network then takes its
+own step (stylestream.train.step) from the same initial weights, on the same images in the same order,
+so a group reproduces the separate runs of the same settings.
 
-A run whose loss becomes NaN/Inf (diverged) or whose step raises (crashed) is finished on the spot and
-the others go on. Each run writes a normal train run directory (model.pt, metrics.csv, card.json,
-checkpoint.pt, losses.png) that `stylestream train --resume` understands, and its folder follows the
-rules of `train` (stylestream.train.loop.start_mode): --resume without a checkpoint starts over, a used
-folder needs --resume or --overwrite. A write the disk refuses stops the group with WriteError, every
-unfinished run recorded as "failed"."""
+A run whose loss becomes NaN/Inf ends as "diverged" and the others go on; so does one whose step
+raises ("crashed"), unless keep_going is off (`train`: the error propagates). Each run writes a normal
+run folder (stylestream.train.rundir) under the rules of stylestream.train.runstate.start_mode. Ctrl-C
+checkpoints every unfinished run; a write the disk refuses stops the group with WriteError, every
+unfinished run recorded as "failed". Under torchrun each network is wrapped in DistributedDataParallel
+and only rank 0 writes."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,28 +29,28 @@ from torch import nn
 from stylestream import devices
 from stylestream.models import build_model, save_model
 from stylestream.models.io import WriteError
-from stylestream.train.data import DataError, ImageFolderDataset, make_loader
-from stylestream.train.loop import (
-    RESUME_KEYS,
-    ConfigError,
-    TrainConfig,
-    amp_setup,
-    build_loss,
-    library_versions,
-    start_mode,
-)
+from stylestream.train.amp import amp_setup
+from stylestream.train.config import ConfigError, TrainConfig, check_group
+from stylestream.train.data import ImageFolderDataset, make_loader
+from stylestream.train.distributed import local_device, mean_across_ranks, min_across_ranks, rank_world
+from stylestream.train.images import load_image
 from stylestream.train.losses import PerceptualLoss
+from stylestream.train.monitor import (
+    bar_postfix,
+    draw_pictures,
+    log_samples,
+    log_scalars,
+    open_tensorboard,
+    progress_bar,
+)
 from stylestream.train.optimizers import make_optimizer, needs_closure
 from stylestream.train.rundir import RunDir
+from stylestream.train.runstate import Position, RunState, batches, new_card, start_mode
 from stylestream.train.schedules import make_schedule
 from stylestream.train.step import content_targets, train_step
+from stylestream.train.vgg import load_vgg, weights_notice
 
 log = logging.getLogger(__name__)
-
-# settings every run of one lockstep group must share (they may differ in optimizer, lr, schedule, out)
-SHARED_KEYS = ("style", "data", "arch", "norm", "batch_size", "epochs", "steps", "image_size", "style_size",
-               "content_weight", "style_weight", "tv_weight", "style_reduction", "vgg_weights", "device",
-               "amp", "channels_last", "seed", "workers")  # fmt: skip
 
 
 @dataclass
@@ -60,6 +60,7 @@ class Shared:
     device: torch.device
     dataset: ImageFolderDataset
     loss_fn: PerceptualLoss
+    style_size: list[int]  # (H, W) of the style image in the loss
 
     @property
     def vgg_desc(self) -> str:
@@ -67,12 +68,19 @@ class Shared:
 
 
 def make_shared(cfg: TrainConfig, dataset: ImageFolderDataset | None = None) -> Shared:
-    """Load the style image and VGG once; `dataset` defaults to every image under cfg.data."""
+    """Load the style image (at --style-size) and VGG-16 once, and say which weights and device (once per
+    `train` or `sweep`); `dataset` defaults to every image under cfg.data."""
     cfg.validate()
-    device = devices.resolve(cfg.device)
+    device = local_device(devices.resolve(cfg.device))
     dataset = dataset if dataset is not None else ImageFolderDataset(cfg.data, cfg.image_size)
-    _, loss_fn = build_loss(cfg, device)
-    return Shared(device, dataset, loss_fn)
+    style = load_image(cfg.style, cfg.image_size if cfg.style_size is None else (cfg.style_size or None))
+    vgg = load_vgg(cfg.vgg_weights, device=device, seed=cfg.seed)
+    if rank_world()[0] == 0:
+        weights_notice(vgg, f"; device: {devices.device_name(device)}")
+    if cfg.channels_last:
+        vgg = vgg.to(memory_format=torch.channels_last)
+    loss_fn = PerceptualLoss(vgg, style, cfg.content_weight, cfg.style_weight, cfg.tv_weight, cfg.style_reduction)
+    return Shared(device, dataset, loss_fn, list(style.shape[-2:]))
 
 
 @dataclass
@@ -89,250 +97,198 @@ class Outcome:
     card: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class _Run:
-    cfg: TrainConfig
-    run: RunDir
-    core: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler | None
-    closure: bool
-    amp_dtype: torch.dtype | None
-    card: dict[str, Any]
-    resume: bool = False
-    done: bool = False  # finished and its card written
-    seconds: float = 0.0
-    losses: dict[str, float] = field(default_factory=dict)
-
-
-def check_compatible(cfgs: Sequence[TrainConfig]) -> None:
-    if not cfgs:
-        raise ValueError("a lockstep group needs at least one run")
-    base = cfgs[0]
-    for cfg in cfgs[1:]:
-        diff = [k for k in SHARED_KEYS if getattr(cfg, k) != getattr(base, k)]
-        if diff:
-            raise ConfigError(f"runs {base.out} and {cfg.out} cannot train in lockstep: they differ in "
-                              + ", ".join(diff))  # fmt: skip
-    outs = [str(c.out) for c in cfgs]
-    if len(set(outs)) != len(outs):
-        raise ConfigError("two runs of a lockstep group write to the same folder")
-
-
-def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+OnDone = Callable[[TrainConfig, Outcome, nn.Module | None], None]
+OnStep = Callable[[TrainConfig, int, dict[str, float]], None]
 
 
 def train_lockstep(
     cfgs: Sequence[TrainConfig],
-    shared: Shared,
+    shared: Shared | None = None,
     *,
-    on_done: Callable[[TrainConfig, Outcome, nn.Module | None], None] | None = None,
+    on_done: OnDone | None = None,
+    on_step: OnStep | None = None,
     extra_card: Callable[[TrainConfig], dict[str, Any]] | None = None,
+    keep_going: bool = True,
     progress: bool = True,
-    desc: str = "lockstep",
+    desc: str | None = None,
 ) -> list[Outcome]:
-    """Train every config of `cfgs` together; they must share SHARED_KEYS. Runs with cfg.resume
-    continue from their checkpoint, which must be at the same step for all runs of the group.
-    `on_done(cfg, outcome, model)` is called as soon as a run ends (model None unless it is "ok")."""
-    runs: list[_Run] = []
+    """Train every config of `cfgs` together; they must share GROUP_KEYS. Runs with cfg.resume continue
+    from their checkpoint, which must be at the same step for all runs of the group. `shared` defaults to
+    make_shared(cfgs[0]), loaded once every folder is checked. `on_step(cfg, step, losses)` follows each
+    step of each run; `on_done(cfg, outcome, model)` each run's end (model None unless it is "ok");
+    `extra_card(cfg)` adds to a run's card. `desc` names the progress bar (a sweep's group)."""
+    check_group(cfgs)
+    rank, _ = rank_world()
+    folders = [RunDir(cfg.out, writable=rank == 0) for cfg in cfgs]
+    resumes = [start_mode(d, cfg) for d, cfg in zip(folders, cfgs)]  # every folder checked before any work
+    group = _Group(cfgs[0], shared if shared is not None else make_shared(cfgs[0]), on_done, on_step, keep_going)
     try:
-        return _train_lockstep(cfgs, shared, runs, on_done, extra_card, progress, desc)
+        group.start(cfgs, folders, resumes, extra_card)
+        return group.train(progress, desc)
     except WriteError as exc:
-        for r in runs:  # record why on every run the failure stopped, where card.json can still be written
-            if not r.done and r.card:
-                r.card.update(status="failed", error=exc.line("--out"),
-                              ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))  # fmt: skip
-                try:
-                    r.run.write_card(r.card)
-                except WriteError:
-                    pass
+        for r in group.runs:  # record why on every run the failure stopped
+            r.record_failure(exc)
         raise
 
 
-def _train_lockstep(cfgs: Sequence[TrainConfig], shared: Shared, runs: list[_Run],
-                    on_done: Callable[[TrainConfig, Outcome, nn.Module | None], None] | None,
-                    extra_card: Callable[[TrainConfig], dict[str, Any]] | None, progress: bool,
-                    desc: str) -> list[Outcome]:  # fmt: skip
-    """The body of `train_lockstep`; appends each run to `runs` so a failure can be recorded in its card."""
-    from tqdm.auto import tqdm
+class _Group:
+    """The runs of one train_lockstep call, from their setup to their ends."""
 
-    check_compatible(cfgs)
-    resumes = [start_mode(RunDir(cfg.out), cfg) for cfg in cfgs]  # every folder checked before any work
-    base, dev, loss_fn = cfgs[0], shared.device, shared.loss_fn
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    # the same initial weights as `stylestream train --seed S` builds, for every run
-    torch.manual_seed(base.seed)
-    random.seed(base.seed)
-    init_state = build_model(base.arch, norm=base.norm).state_dict()
-    workers = base.workers if base.workers is not None else (4 if dev.type == "cuda" else 0)
-    loader = make_loader(shared.dataset, base.batch_size, base.seed, num_workers=workers,
-                         pin_memory=dev.type == "cuda")  # fmt: skip
-    total_steps = base.steps or base.epochs * loader.batches_per_epoch
-    targets_amp, _ = amp_setup(dev, base.amp, False)
+    def __init__(self, base: TrainConfig, shared: Shared, on_done: OnDone | None, on_step: OnStep | None,
+                 keep_going: bool):  # fmt: skip
+        self.base, self.shared, self.dev = base, shared, shared.device
+        self.on_done, self.on_step, self.keep_going = on_done, on_step, keep_going
+        self.rank, self.world = rank_world()
+        workers = base.workers if base.workers is not None else (4 if self.dev.type == "cuda" else 0)
+        self.loader = make_loader(shared.dataset, base.batch_size, base.seed, num_workers=workers,
+                                  pin_memory=self.dev.type == "cuda", rank=self.rank, world_size=self.world)  # fmt: skip
+        # DDP shards can differ by an image, and every rank must take the same number of steps
+        self.total_steps = min_across_ranks(base.steps or base.epochs * self.loader.batches_per_epoch)
+        self.runs: list[RunState] = []
+        self.outcomes: list[Outcome] = []
 
-    positions = set()
-    for cfg, resume in zip(cfgs, resumes):
-        closure = needs_closure(cfg.optimizer)
-        core = build_model(cfg.arch, norm=cfg.norm)
-        core.load_state_dict(init_state)
-        core = core.to(dev)
-        if cfg.channels_last and not closure:  # L-BFGS needs contiguous gradients
-            core = core.to(memory_format=torch.channels_last)
-        optimizer = make_optimizer(cfg.optimizer, core.parameters(), lr=cfg.lr)
-        scheduler = make_schedule(cfg.schedule, optimizer, total_steps)
-        amp_dtype, use_scaler = amp_setup(dev, cfg.amp, closure)
-        scaler = torch.amp.GradScaler(dev.type) if use_scaler else None
-        run = RunDir(cfg.out)
-        r = _Run(cfg, run, core, optimizer, scheduler, scaler, closure, amp_dtype, card={}, resume=resume)
-        position = (0, 0, 0)
-        if resume:
-            ck = run.load_checkpoint()
-            changed = [k for k in RESUME_KEYS if ck["config"].get(k) != getattr(cfg, k)]
-            if changed:
-                raise ConfigError(f"{run.path}: cannot resume, settings differ from the checkpoint's: "
-                                  + ", ".join(changed))  # fmt: skip
-            core.load_state_dict(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
-            scheduler.load_state_dict(ck["scheduler"])
-            if scaler is not None and ck.get("scaler"):
-                scaler.load_state_dict(ck["scaler"])
-            position = (ck["step"], ck["epoch"], ck["batch_in_epoch"])
-            r.seconds = float(ck["seconds"])
-        positions.add(position)
-        runs.append(r)
-    if len(positions) != 1:
-        raise ConfigError(f"runs of one lockstep group resume from different steps: {sorted(positions)}")
-    step, epoch, batch_in_epoch = positions.pop()
+    def start(self, cfgs: Sequence[TrainConfig], folders: list[RunDir], resumes: list[bool],
+              extra_card: Callable[[TrainConfig], dict[str, Any]] | None) -> None:  # fmt: skip
+        """Build (or resume) every run, then open its folder: cleared unless resumed, card "running"."""
+        dev, shared = self.dev, self.shared
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(self.base.seed)  # one set of initial weights: those of any run with this seed
+        random.seed(self.base.seed)
+        init = build_model(self.base.arch, norm=self.base.norm)
+        for cfg, folder, resume in zip(cfgs, folders, resumes):
+            closure = needs_closure(cfg.optimizer)
+            core = copy.deepcopy(init).to(dev)
+            if cfg.channels_last and not closure:  # L-BFGS flattens gradients with .view(-1): contiguous only
+                core = core.to(memory_format=torch.channels_last)
+            model = core
+            if self.world > 1:
+                model = nn.parallel.DistributedDataParallel(core, device_ids=[dev.index] if dev.type == "cuda" else None)
+            optimizer = make_optimizer(cfg.optimizer, model.parameters(), lr=cfg.lr)
+            scheduler = make_schedule(cfg.schedule, optimizer, self.total_steps)
+            amp_dtype, use_scaler = amp_setup(dev, cfg.amp, closure)
+            scaler = torch.amp.GradScaler(dev.type) if use_scaler else None
+            r = RunState(cfg, folder, core, model, optimizer, scheduler, scaler, amp_dtype, resumed=resume)
+            if resume:
+                r.resume()
+            self.runs.append(r)
+        if len({r.pos for r in self.runs}) != 1:
+            steps = sorted({r.pos.step for r in self.runs})
+            raise ConfigError(f"runs of one lockstep group resume from different steps: {steps}")
 
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    for r in runs:
-        r.card = {
-            "kind": "stylestream-train", "status": "running", "settings": asdict(r.cfg),
-            "vgg_weights": shared.vgg_desc, "device": devices.device_name(dev),
-            "amp": str(r.amp_dtype).removeprefix("torch.") if r.amp_dtype else "off",
-            "dataset": {"folder": str(r.cfg.data), "images": len(shared.dataset),
-                        "batches_per_epoch": loader.batches_per_epoch},
-            "total_steps": total_steps, "started": started, "versions": library_versions(),
-            "lockstep": {"group_size": len(runs), "runs": [str(c.out) for c in cfgs]},
-            **(extra_card(r.cfg) if extra_card else {}),
-        }  # fmt: skip
-        if not r.resume:
-            r.run.clear()  # what an earlier run left (--overwrite, or --resume before any checkpoint)
-        r.run.prepare_folder()
-        r.run.start_metrics(keep_through_step=step if r.resume else None)
-        r.run.write_card(r.card)
+        amp = [str(r.amp_dtype).removeprefix("torch.") if r.amp_dtype else "off" for r in self.runs]
+        if self.rank == 0:
+            log.info("precision: %s", "float32" if amp[0] == "off" else f"{amp[0]} autocast")
+        for r, run_amp in zip(self.runs, amp):
+            r.open_folder(new_card(
+                r.cfg, vgg_weights=shared.vgg_desc, device=devices.device_name(dev), amp=run_amp,
+                dataset={"folder": str(self.base.data), "images": len(shared.dataset),
+                         "batches_per_epoch": self.loader.batches_per_epoch},
+                style_image={"path": str(self.base.style), "size": shared.style_size},
+                total_steps=self.total_steps, **(extra_card(r.cfg) if extra_card else {}),
+            ))  # fmt: skip
+            if r.cfg.tensorboard and r.dir.writable:
+                r.tb = open_tensorboard(r.dir)
 
-    def checkpoint(r: _Run) -> None:
-        r.run.save_checkpoint({
-            "config": asdict(r.cfg), "model": r.core.state_dict(), "optimizer": r.optimizer.state_dict(),
-            "scheduler": r.scheduler.state_dict(), "scaler": r.scaler.state_dict() if r.scaler else None,
-            "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "seconds": r.seconds,
-            "rng": _rng_state(),
-        })  # fmt: skip
-
-    outcomes: list[Outcome] = []
-
-    def finish(r: _Run, status: str, error: str | None = None) -> None:
-        r.card.update(status=status, step=step, losses=r.losses, wall_time_s=round(r.seconds, 3),
-                      ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))  # fmt: skip
-        if error:
-            r.card["error"] = error
-        model = None
-        if status == "ok":
-            r.core.eval()
-            checkpoint(r)
-            save_model(r.core, r.run.model_path, card={k: v for k, v in r.card.items() if k != "versions"})
-            r.card["model"] = r.run.model_path.name
-            _losses_png(r)
-            model = r.core
-        r.run.write_card(r.card)
-        r.done = True
-        oc = Outcome(str(r.cfg.out), status, step, total_steps, dict(r.losses), r.seconds, error, r.card)
-        outcomes.append(oc)
-        if on_done is not None:
-            on_done(r.cfg, oc, model)
-
-    active = list(runs)
-    bar = tqdm(total=total_steps, initial=step, unit="step", desc=desc, disable=not progress, leave=False,
-               dynamic_ncols=True)  # fmt: skip
-    for r in active:
-        r.core.train()
-    try:
-        while step < total_steps and active:
-            yielded = False
-            t_shared = time.perf_counter()
-            for i, x in loader.epoch_batches(epoch, batch_in_epoch):
-                yielded = True
+    def train(self, progress: bool, desc: str | None) -> list[Outcome]:
+        """Step every run on each batch until the last step or until none is left; then finish them."""
+        base, dev, loss_fn = self.base, self.dev, self.shared.loss_fn
+        start = self.runs[0].pos
+        active = list(self.runs)
+        for r in active:
+            r.model.train()
+        targets_amp = active[0].amp_dtype  # the same for all but L-BFGS on GPUs without bf16 (float32 there)
+        bar = progress_bar(self.total_steps, start.step, progress and self.rank == 0, desc)
+        mark = time.perf_counter()
+        try:
+            for pos, x in batches(self.loader, start, self.total_steps):
                 x = x.to(dev, non_blocking=True)
                 if base.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 targets = content_targets(loss_fn, x, targets_amp)
-                shared_s = (time.perf_counter() - t_shared) / len(active)  # data + targets, split evenly
-                step, batch_in_epoch = step + 1, i + 1
+                shared_s = (time.perf_counter() - mark) / len(active)  # data, targets, files: split evenly
                 for r in list(active):
-                    ts = time.perf_counter()
-                    lr = r.optimizer.param_groups[0]["lr"]
-                    try:
-                        terms = train_step(r.core, r.optimizer, loss_fn, x, targets, amp_dtype=r.amp_dtype,
-                                           scaler=r.scaler, closure=r.closure)  # fmt: skip
-                        r.scheduler.step()
-                        r.losses = {k: float(v) for k, v in terms.items()}
-                    except (KeyboardInterrupt, SystemExit):
-                        raise
-                    except Exception as exc:  # one run's failure must not end the others
-                        log.exception("%s crashed at step %d", r.cfg.out, step)
-                        r.seconds += time.perf_counter() - ts + shared_s
+                    if not self._step(r, x, targets, pos, shared_s):
                         active.remove(r)
-                        finish(r, "crashed", f"{type(exc).__name__}: {exc}"[:500])
-                        continue
-                    dt = time.perf_counter() - ts + shared_s
-                    r.seconds += dt
-                    r.run.log_metrics({"step": step, "epoch": epoch,
-                                       **{k: f"{v:.6g}" for k, v in r.losses.items()},
-                                       "lr": f"{lr:.6g}", "images/s": f"{x.shape[0] / dt:.4g}",
-                                       "seconds": f"{r.seconds:.3f}"})  # fmt: skip
-                    if not math.isfinite(r.losses["total"]):
-                        log.warning("%s: loss became %s at step %d (diverged)", r.cfg.out, r.losses["total"], step)
-                        active.remove(r)
-                        finish(r, "diverged", f"loss became {r.losses['total']} at step {step}; try a lower lr")
+                mark = time.perf_counter()
+                if active:  # this step's losses (refresh=False: tqdm redraws at its own pace)
+                    bar.set_postfix(bar_postfix(active), refresh=False)
                 bar.update(1)
-                if active:
-                    bar.set_postfix(runs=len(active), best=f"{min(r.losses['total'] for r in active):.4g}")
-                if step >= total_steps or not active:
+                if not active:
                     break
-                if step % base.checkpoint_every == 0:
+                if pos.step < self.total_steps and pos.step % base.checkpoint_every == 0:
                     for r in active:
-                        checkpoint(r)
-                t_shared = time.perf_counter()
-            else:  # the epoch ran out
-                if not yielded and batch_in_epoch == 0:
-                    raise DataError(f"{base.data}: none of the {len(shared.dataset)} image files could be read")
-                epoch, batch_in_epoch = epoch + 1, 0
-        if batch_in_epoch >= loader.batches_per_epoch:
-            epoch, batch_in_epoch = epoch + 1, 0
-    except KeyboardInterrupt:
-        for r in active:  # a clean stop: --resume continues from this step
-            checkpoint(r)
-            r.card.update(status="interrupted", step=step, losses=r.losses)
-            r.run.write_card(r.card)
-        raise
-    finally:
-        bar.close()
-    for r in active:
-        finish(r, "ok")
-    return outcomes
+                        r.save_checkpoint()
+                        if r.tb is not None:
+                            log_samples(r, self.shared.dataset, dev)
+        except KeyboardInterrupt:
+            for r in active:  # a clean stop: --resume continues each run from its last whole step
+                if not r.done:
+                    r.save_checkpoint()
+                    r.card.update(status="interrupted", step=r.pos.step, losses=r.losses)
+                    r.dir.write_card(r.card)
+            raise
+        finally:
+            bar.close()
+        for r in active:
+            self._finish(r, "ok")
+        return self.outcomes
 
+    def _step(self, r: RunState, x: torch.Tensor, targets: dict[str, torch.Tensor], pos: Position,
+              shared_s: float) -> bool:  # fmt: skip
+        """One run's step on batch `x`, logged; False when the run ended (diverged or crashed)."""
+        ts = time.perf_counter()
+        lr = r.optimizer.param_groups[0]["lr"]
+        try:
+            terms = train_step(r.model, r.optimizer, self.shared.loss_fn, x, targets, amp_dtype=r.amp_dtype,
+                               scaler=r.scaler, closure=needs_closure(r.cfg.optimizer))  # fmt: skip
+            terms = mean_across_ranks(terms)  # the whole batch's loss, the same on every rank
+            r.scheduler.step()
+        except Exception as exc:
+            if not self.keep_going:
+                raise
+            log.exception("%s crashed at step %d", r.cfg.out, pos.step)  # one run's failure ends no other
+            r.count(time.perf_counter() - ts + shared_s, images=0)
+            self._finish(r, "crashed", f"{type(exc).__name__}: {exc}"[:500])
+            return False
+        dt = time.perf_counter() - ts + shared_s
+        r.pos, r.losses, r.rate = pos, {k: float(v) for k, v in terms.items()}, x.shape[0] / dt
+        r.count(dt, images=x.shape[0])
+        r.seen += x.shape[0] * self.world
+        r.dir.log_metrics({"step": pos.step, "epoch": pos.epoch, "images": r.seen,
+                           **{k: f"{v:.6g}" for k, v in r.losses.items()},
+                           "lr": f"{lr:.6g}", "images/s": f"{r.rate:.4g}", "seconds": f"{r.seconds:.3f}"})  # fmt: skip
+        if r.tb is not None and (pos.step % r.cfg.log_every == 0 or pos.step == 1):
+            log_scalars(r, lr)
+        if not math.isfinite(r.losses["total"]):
+            log.warning("%s: loss became %s at step %d: the run diverged (try a lower --lr)",
+                        r.cfg.out, r.losses["total"], pos.step)  # fmt: skip
+            self._finish(r, "diverged", f"loss became {r.losses['total']} at step {pos.step}; try a lower lr")
+            return False
+        if self.on_step is not None:
+            self.on_step(r.cfg, pos.step, r.losses)
+        return True
 
-def _losses_png(r: _Run) -> None:
-    from stylestream.train.run_pictures import plot_losses
-
-    try:
-        plot_losses(r.run.read_metrics(), r.run.path / "losses.png", title=f"{r.cfg.optimizer} lr={r.cfg.lr:g}")
-    except Exception:  # a picture must never fail a finished run
-        log.exception("could not draw %s/losses.png", r.run.path)
+    def _finish(self, r: RunState, status: str, error: str | None = None) -> None:
+        """End a run: its card, and for an "ok" run the final checkpoint, model.pt and pictures."""
+        r.end_card(status, error)
+        model = None
+        if status == "ok":
+            r.core.eval()
+            r.save_checkpoint()
+            if r.dir.writable:
+                save_model(r.core, r.dir.model_path, card={k: v for k, v in r.card.items() if k != "versions"})
+                r.card["model"] = r.dir.model_path.name
+                draw_pictures(r.core, r.cfg, r.dir, self.shared.dataset, self.dev)
+            model = r.core
+        r.dir.write_card(r.card)
+        if r.tb is not None:
+            r.tb.close()
+        r.done = True
+        oc = Outcome(str(r.cfg.out), status, r.pos.step, self.total_steps, dict(r.losses), r.seconds, error, r.card)
+        self.outcomes.append(oc)
+        if self.on_done is not None:
+            self.on_done(r.cfg, oc, model)
 
 
 def persistent_bytes_per_run(model: nn.Module, optimizer: str) -> int:

@@ -1,7 +1,9 @@
 """Optimizer registry: every torch.optim optimizer the study compares, plus Lookahead variants.
 
-Each keeps torch's standard defaults except the learning rate (1e-3 as in the study unless given).
-`lookahead` is Lookahead(Adam); `lookahead-<base>` wraps any base (k = 5, alpha = 0.5)."""
+Each keeps torch's standard defaults except the learning rate (1e-3 as in the study unless given) and
+L-BFGS's line search (strong Wolfe: without one its second step can land anywhere). `lbfgsb` is SciPy's
+L-BFGS-B (stylestream.train.lbfgsb). `lookahead` is Lookahead(Adam); `lookahead-<base>` wraps any base
+(k = 5, alpha = 0.5)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import torch
 from torch.optim import Optimizer
 
 from stylestream.registry import Registry
+from stylestream.train.lbfgsb import LBFGSB
 from stylestream.train.lookahead import Lookahead
 
 DEFAULT_LR = 1e-3
@@ -32,8 +35,11 @@ _BASES: dict[str, tuple[Callable[..., Optimizer], dict[str, Any], str]] = {
     "nadam": (torch.optim.NAdam, {}, "Adam with Nesterov momentum"),
     "radam": (torch.optim.RAdam, {}, "rectified Adam"),
     "adamw": (torch.optim.AdamW, {}, "Adam with decoupled weight decay (0.01)"),
-    "lbfgs": (torch.optim.LBFGS, {}, "L-BFGS (needs a closure; up to 20 evaluations per step)"),
+    "lbfgs": (torch.optim.LBFGS, {"line_search_fn": "strong_wolfe"},
+              "torch's L-BFGS, strong-Wolfe line search (closure; up to 20 iterations per step)"),
+    "lbfgsb": (LBFGSB, {}, "SciPy's L-BFGS-B (closure; up to 20 iterations per step; no lr: it line-searches)"),
 }
+CLOSURE = ("lbfgs", "lbfgsb")  # step() takes a closure that re-evaluates the loss
 
 
 def _plain(cls: Callable[..., Optimizer], fixed: dict[str, Any]) -> OptimizerFactory:
@@ -53,11 +59,11 @@ def _lookahead(base: str) -> OptimizerFactory:
 
 
 for _name, (_cls, _fixed, _help) in _BASES.items():
-    OPTIMIZERS.add(_name, _plain(_cls, _fixed), _help, closure=_name == "lbfgs")
+    OPTIMIZERS.add(_name, _plain(_cls, _fixed), _help, closure=_name in CLOSURE)
 OPTIMIZERS.add("lookahead", _lookahead("adam"), "Lookahead(Adam), k=5, alpha=0.5 (Zhang et al. 2019)")
 for _name in _BASES:
     OPTIMIZERS.add(f"lookahead-{_name}", _lookahead(_name), f"Lookahead({_name}), k=5, alpha=0.5",
-                   closure=_name == "lbfgs")  # fmt: skip
+                   closure=_name in CLOSURE)  # fmt: skip
 
 
 def needs_closure(name: str) -> bool:

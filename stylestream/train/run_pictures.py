@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from stylestream.train.figures import wrap_title
 from stylestream.train.images import save_image
 
 
@@ -27,7 +28,7 @@ def plot_losses(rows: list[dict[str, str]], path: str | os.PathLike, title: str 
     ax.set_yscale("log")
     ax.set_ylabel("weighted loss")
     ax.legend()
-    ax.set_title(title)
+    ax.set_title(wrap_title(title, 7))
     ax_lr.plot(steps, [float(r["lr"]) for r in rows], color="gray", lw=1)
     ax_lr.set_ylabel("lr")
     ax_lr.set_xlabel("step")
@@ -37,7 +38,8 @@ def plot_losses(rows: list[dict[str, str]], path: str | os.PathLike, title: str 
 
 
 def sample_grid(content: torch.Tensor, stylized: torch.Tensor, path: str | os.PathLike) -> None:
-    """Top row: content images; bottom row: the network's output for them."""
+    """Top row: content images; bottom row: the network's output for them (clamped to [0, 255] by the
+    caller, as images leave the model: stylestream.train.monitor.stylize)."""
     from torchvision.utils import make_grid
 
     grid = make_grid(

@@ -5,7 +5,6 @@ appended and flushed one per step. A write the disk refuses (full, read-only) ra
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 from pathlib import Path
@@ -13,9 +12,11 @@ from typing import Any
 
 import torch
 
+from stylestream import card as cards
 from stylestream.models.io import atomic_write, remove_stale_temps, torch_save, writing
 
-METRIC_FIELDS = ("step", "epoch", "content", "style", "tv", "total", "lr", "images/s", "seconds")
+# images: training images the run has taken so far (x-axis of loss curves whose batch sizes differ)
+METRIC_FIELDS = ("step", "epoch", "images", "content", "style", "tv", "total", "lr", "images/s", "seconds")
 # what a run writes (sweeps add stylized.jpg); `clear` removes these and nothing else in the folder
 RUN_FILES = (
     "model.pt",
@@ -63,11 +64,10 @@ class RunDir:
     # card.json
     def write_card(self, card: dict[str, Any]) -> None:
         if self.writable:
-            text = json.dumps(card, indent=2, sort_keys=False, default=str) + "\n"
-            atomic_write(self.card_path, lambda tmp: Path(tmp).write_text(text))
+            cards.write_card(self.card_path, card)
 
-    def read_card(self) -> dict[str, Any]:
-        return json.loads(self.card_path.read_text())
+    def read_card(self, missing_ok: bool = False) -> dict[str, Any]:
+        return cards.read_card(self.card_path, missing_ok=missing_ok)
 
     # metrics.csv
     def start_metrics(self, keep_through_step: int | None = None) -> None:
@@ -92,6 +92,7 @@ class RunDir:
                 csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row[k] for k in METRIC_FIELDS})
 
     def read_metrics(self) -> list[dict[str, str]]:
+        """metrics.csv's rows as text (sweep_report.read_metrics turns them into float columns)."""
         with open(self.metrics_path, newline="") as f:
             return list(csv.DictReader(f))
 

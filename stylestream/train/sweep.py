@@ -3,11 +3,15 @@ per (optimizer, learning rate, batch size) under SWEEP_DIR/<optimizer>/lr<η>-bs
 lockstep groups that share a batch size, every run from the same initial weights on the same images
 in the same order; then the report (stylestream.train.sweep_report).
 
+The study's choices are the defaults: float32 (AMP only when asked for), the style image at its own
+size (`stylestream sweep --style-size 0`), a budget in epochs (equal images seen, not equal steps).
+
 Loss value per run: the mean total loss over the last 5% of its steps, and the eval loss on a fixed
 held-out image set (--eval-data, or a seeded split of --data that no run trains on). The best setting
-per optimizer is chosen by eval loss. A diverged or crashed run is recorded and the sweep goes on;
-with resume, finished runs (ok or diverged) are kept, and unfinished or crashed ones continue from
-their checkpoint or start again; with overwrite, every run starts again from step 0."""
+per optimizer is chosen by eval loss. A run whose network ends by putting out a constant image is
+"collapsed" (it finished, but learnt nothing to rank). A diverged or crashed run is recorded and the
+sweep goes on; with resume, finished runs (ok or diverged) are kept, and unfinished or crashed ones
+continue from their checkpoint or start again; with overwrite, every run starts again from step 0."""
 
 from __future__ import annotations
 
@@ -25,26 +29,39 @@ from typing import Any
 import torch
 from torch import nn
 
+from stylestream.card import read_card
+from stylestream.models import inference_model
 from stylestream.models.io import WriteError, atomic_write
-from stylestream.train.loop import ConfigError, TrainConfig
+from stylestream.train.config import ConfigError, TrainConfig
 from stylestream.train.optimizers import OPTIMIZERS
 from stylestream.train.rundir import RunDir
-from stylestream.train.sweep_report import RunResult, read_metrics, run_name, tail_means, write_report
+from stylestream.train.runstate import Position, library_versions
+from stylestream.train.sweep_report import (
+    RunResult,
+    default_setting,
+    read_metrics,
+    run_name,
+    tail_means,
+    write_report,
+)
 
 log = logging.getLogger(__name__)
 
 STUDY_OPTIMIZERS = ("adam", "adamax", "amsgrad", "nadam", "rmsprop", "adagrad", "adadelta", "rprop")
 FINISHED = ("ok", "diverged")
 GRID_SIDE = 256  # long side of the content image each run stylizes for grid.jpg
+# an output whose every channel varies less than this (std, in grey levels) is a constant image
+COLLAPSE_STD = 1.0
 SWEEP_FILE = "sweep.json"
 # settings that must match for --resume to continue the same sweep
 RESUME_KEYS = ("style", "data", "arch", "norm", "schedule", "epochs", "steps", "image_size", "style_size",
-               "content_weight", "style_weight", "tv_weight", "style_reduction", "vgg_weights", "seed")  # fmt: skip
+               "content_weight", "style_weight", "tv_weight", "style_reduction", "vgg_weights", "amp", "seed")  # fmt: skip
 
 
 @dataclass
 class SweepConfig:
-    base: TrainConfig  # every `train` option; out is the sweep folder; optimizer/lr/batch_size per run
+    base: TrainConfig  # every `train` option; out is the sweep folder; optimizer/lr/batch_size per run;
+    # amp None means float32 here (the study's precision)
     optimizers: list[str] = field(default_factory=lambda: list(STUDY_OPTIMIZERS))
     lrs: list[float] = field(default_factory=lambda: [1e-3])
     batch_sizes: list[int] = field(default_factory=lambda: [4])
@@ -83,7 +100,8 @@ class SweepConfig:
     def run_config(self, optimizer: str, lr: float, batch_size: int) -> TrainConfig:
         out = Path(self.base.out) / run_name(optimizer, lr, batch_size)
         return dataclasses.replace(self.base, optimizer=optimizer, lr=lr, batch_size=batch_size, out=str(out),
-                                   resume=False, overwrite=False, progress=False, tensorboard=False)  # fmt: skip
+                                   amp=bool(self.base.amp), resume=False, overwrite=False, progress=False,
+                                   tensorboard=False)  # fmt: skip
 
     def planned(self) -> list[TrainConfig]:
         return [self.run_config(o, lr, bs) for o in self.optimizers for lr in self.lrs for bs in self.batch_sizes]
@@ -97,11 +115,13 @@ class SweepResult:
     meta: dict[str, Any]
 
 
+def is_constant_image(y: torch.Tensor) -> bool:
+    """True when every channel of every image in `y` (N, 3, H, W; [0, 255]) is flat: std < COLLAPSE_STD."""
+    return bool(y.float().flatten(2).std(dim=2).max() < COLLAPSE_STD)
+
+
 def _read_card(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / "card.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_card(run_dir / "card.json", missing_ok=True)  # a run still pending has none
 
 
 def summarize_run(sweep_dir: Path, cfg: TrainConfig) -> RunResult:
@@ -113,33 +133,42 @@ def summarize_run(sweep_dir: Path, cfg: TrainConfig) -> RunResult:
     status = card.get("status", "pending")
     if status not in FINISHED and status != "crashed":
         status = "pending"
-    tail = tail_means(read_metrics(run_dir / "metrics.csv"))
+    error = card.get("error")
+    if status == "ok" and extra.get("collapsed"):
+        status = "collapsed"
+        colour = extra.get("output_colour")
+        error = ("its output is a constant image" + (f", colour ({', '.join(map(str, colour))})" if colour else "")
+                 + f" (largest channel std {extra.get('output_std', 0):.2g} grey levels)")  # fmt: skip
+    cols = read_metrics(run_dir / "metrics.csv")
+    tail = tail_means(cols)
+    images = cols.get("images")
     ev = extra.get("eval") or {}
     return RunResult(
         name=name, optimizer=cfg.optimizer, lr=cfg.lr, batch_size=cfg.batch_size, status=status,
         steps=int(card.get("step", 0) or 0), total_steps=int(card.get("total_steps", 0) or 0),
+        images_seen=int(images[-1]) if images is not None and len(images) and math.isfinite(images[-1]) else 0,
         loss=tail.get("total"), content=tail.get("content"), style=tail.get("style"), tv=tail.get("tv"),
         eval_loss=ev.get("total"), eval_content=ev.get("content"), eval_style=ev.get("style"),
-        train_time_s=card.get("wall_time_s"), error=card.get("error"),
+        train_time_s=card.get("wall_time_s"), error=error,
         stylized=f"{name}/{extra['stylized']}" if extra.get("stylized") else None,
     )  # fmt: skip
 
 
-def _resume_point(cfg: TrainConfig) -> tuple[int, int, int] | None:
-    ck = Path(cfg.out) / "checkpoint.pt"
-    if not ck.is_file():
+def _resume_point(cfg: TrainConfig) -> Position | None:
+    run = RunDir(cfg.out)
+    if not run.checkpoint_path.is_file():
         return None
     try:
-        state = torch.load(ck, map_location="cpu", weights_only=True)
-        return int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
+        state = run.load_checkpoint()
+        return Position(int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"]))
     except (OSError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as exc:
         # a torn or foreign checkpoint: start that run again
-        log.warning("%s: unreadable checkpoint (%s); the run starts again", ck, exc)
+        log.warning("%s: unreadable checkpoint (%s); the run starts again", run.checkpoint_path, exc)
         return None
 
 
 def _settings(sc: SweepConfig) -> dict[str, Any]:
-    return {k: getattr(sc.base, k) for k in RESUME_KEYS} | {
+    return {k: getattr(sc.base, k) for k in RESUME_KEYS} | {"amp": bool(sc.base.amp),
         "eval_data": sc.eval_data, "eval_images": sc.eval_images, "content": sc.content}  # fmt: skip
 
 
@@ -170,6 +199,13 @@ def _check_sweep_dir(sc: SweepConfig) -> Path:
     return sweep_dir
 
 
+def precision_text(amp: bool, card_amp: str | None) -> str:
+    """How the runs computed: float32, or the autocast dtype the cards recorded (the loss stays float32)."""
+    if not amp or card_amp in (None, "off"):
+        return "float32" if not amp else "float32 (AMP asked for, not available on this device)"
+    return f"{card_amp} autocast (loss arithmetic in float32)"
+
+
 def run_sweep(sc: SweepConfig) -> SweepResult:
     """Train every planned run (skipping finished ones on resume), then write the report."""
     from PIL import Image
@@ -180,7 +216,7 @@ def run_sweep(sc: SweepConfig) -> SweepResult:
     from stylestream.train.lockstep import Outcome, auto_parallel, make_shared, train_lockstep
 
     sc.validate()
-    base = sc.base
+    base = dataclasses.replace(sc.base, amp=bool(sc.base.amp))  # None: the study's float32
     sweep_dir = _check_sweep_dir(sc)
     t0 = time.perf_counter()
     train_ds, eval_ds, eval_source = train_eval_datasets(base.data, base.image_size, base.seed, sc.eval_data,
@@ -204,22 +240,27 @@ def run_sweep(sc: SweepConfig) -> SweepResult:
         # no usable checkpoint on resume (killed before the first, or torn): that run starts again
         run_cfg = dataclasses.replace(cfg, resume=point is not None,
                                       overwrite=point is None and (sc.resume or sc.overwrite))  # fmt: skip
-        todo[(cfg.batch_size, point or (0, 0, 0))].append(run_cfg)
+        todo[(cfg.batch_size, point or Position())].append(run_cfg)
 
     overall = tqdm(total=len(planned), initial=len(planned) - sum(map(len, todo.values())), unit="run",
                    desc="sweep", disable=not base.progress, dynamic_ncols=True)  # fmt: skip
 
     def on_done(cfg: TrainConfig, oc: Outcome, model: nn.Module | None) -> None:
-        """Eval loss and the stylized content image of a finished run, into its card."""
+        """Eval loss, the stylized content image and whether it is a constant image, into its card."""
         extra: dict[str, Any] = {"lockstep_group": oc.card.get("lockstep", {}).get("group_size")}
         if model is not None:
             try:
                 extra["eval"] = evaluate(model, shared.loss_fn, eval_ds, shared.device,
                                          batch_size=max(1, min(8, cfg.batch_size * 2)))  # fmt: skip
                 with torch.no_grad():
-                    y = model(content.to(shared.device)).float().cpu()
+                    y = inference_model(model)(content.to(shared.device)).float().cpu()
                 save_image(y, Path(cfg.out) / "stylized.jpg")
                 extra["stylized"] = "stylized.jpg"
+                extra["output_std"] = float(y.flatten(2).std(dim=2).max())
+                extra["output_colour"] = [round(float(v)) for v in y.mean(dim=(0, 2, 3))]
+                extra["collapsed"] = is_constant_image(y)
+                if extra["collapsed"]:
+                    log.warning("%s: the network puts out a constant image: collapsed", cfg.out)
             except Exception as exc:
                 log.exception("%s: evaluation failed", cfg.out)
                 extra["eval_error"] = f"{type(exc).__name__}: {exc}"
@@ -229,7 +270,7 @@ def run_sweep(sc: SweepConfig) -> SweepResult:
 
     parallel_used = []
     try:
-        for (bs, point), cfgs in sorted(todo.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        for (bs, point), cfgs in sorted(todo.items(), key=lambda kv: kv[0]):
             k = sc.parallel or auto_parallel(
                 dataclasses.replace(base, batch_size=bs), [c.optimizer for c in cfgs], shared.device,
                 activation_bytes=bs * 3 * base.image_size**2 * 4 * 400,  # generous: net + VGG, with grads
@@ -238,10 +279,11 @@ def run_sweep(sc: SweepConfig) -> SweepResult:
             for start in range(0, len(cfgs), k):
                 group = cfgs[start:start + k]
                 names = ", ".join(f"{c.optimizer}@{c.lr:g}" for c in group)
-                log.info("lockstep group bs=%d from step %d: %s", bs, point[0], names)
+                log.info("lockstep group bs=%d from step %d: %s", bs, point.step, names)
+                lockstep = {"lockstep": {"group_size": len(group), "runs": [str(c.out) for c in group]}}
                 try:
-                    train_lockstep(group, shared, on_done=on_done, progress=base.progress,
-                                   desc=f"bs={bs} x{len(group)}")  # fmt: skip
+                    train_lockstep(group, shared, on_done=on_done, extra_card=lambda _, card=lockstep: card,
+                                   progress=base.progress, desc=f"bs={bs} x{len(group)}")  # fmt: skip
                 except (ConfigError, WriteError, KeyboardInterrupt):  # the disk fails every group alike
                     raise
                 except Exception as exc:  # e.g. out of memory for the whole group: record, go on
@@ -258,13 +300,16 @@ def run_sweep(sc: SweepConfig) -> SweepResult:
     runs = [summarize_run(sweep_dir, cfg) for cfg in planned]
     first = next((r for r in (_read_card(Path(c.out)) for c in planned) if r.get("total_steps")), {})
     meta = {
-        "style": base.style, "data": base.data, "steps_per_run": first.get("total_steps"),
-        "image_size": base.image_size, "arch": base.arch, "device": first.get("device", base.device),
-        "vgg_weights": shared.vgg_desc, "content_weight": base.content_weight,
-        "style_weight": base.style_weight, "tv_weight": base.tv_weight, "seed": base.seed,
-        "train_images": len(train_ds), "eval_images": len(eval_ds), "eval_source": eval_source,
+        "style": base.style, "data": base.data, "epochs": None if base.steps else base.epochs,
+        "steps": base.steps, "image_size": base.image_size, "style_size": base.style_size,
+        "style_image_size": "x".join(str(v) for v in reversed(shared.style_size)), "arch": base.arch,
+        "device": first.get("device", base.device), "precision": precision_text(base.amp, first.get("amp")),
+        "versions": first.get("versions") or library_versions(), "vgg_weights": shared.vgg_desc,
+        "content_weight": base.content_weight, "style_weight": base.style_weight, "tv_weight": base.tv_weight,
+        "seed": base.seed, "train_images": len(train_ds), "eval_images": len(eval_ds), "eval_source": eval_source,
         "lockstep": True, "parallel": max(parallel_used) if parallel_used else None,
         "optimizers": sc.optimizers, "lrs": sc.lrs, "batch_sizes": sc.batch_sizes,
+        "default_setting": default_setting(sc.lrs, sc.batch_sizes),
         "content_image": str(content_path), "sweep_wall_s": round(time.perf_counter() - t0, 2),
     }  # fmt: skip
     with Image.open(base.style) as style_img:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from stylestream.cli_choices import OPTIMIZERS  # light: no torch
 from stylestream.train import cli as train_cli
-from stylestream.train.optimizers import OPTIMIZERS
 
 HELP = "compare optimizers (x learning rates x batch sizes): train one model each, write a report"
 DESCRIPTION = (
@@ -13,9 +13,12 @@ DESCRIPTION = (
     "under SWEEP_DIR/<optimizer>/lr<lr>-bs<bs>/, every run from the same initial weights on the same\n"
     "images in the same order. Runs sharing a batch size train in lockstep in one process (one data\n"
     "loader and one content-target VGG pass per batch for all of them). Writes SWEEP_DIR/report.md,\n"
-    "report.json, losses.png, grid.jpg and heatmaps/<optimizer>.png (for a grid of lrs/batch sizes).\n"
-    "The best setting per optimizer is chosen by the loss on held-out images (--eval-data, default a\n"
-    "seeded split of --data never trained on). Every `train` option applies to every run."
+    "report.json, grid.jpg and losses.png (every optimizer at the default setting, the study's Figs 3.1\n"
+    "and 3.2), grid_best.jpg and losses_best.png (each at its best setting, Fig 3.3) and\n"
+    "heatmaps/<optimizer>.png (for a grid of lrs/batch sizes). The best setting per optimizer is chosen\n"
+    "by the loss on held-out images (--eval-data, default a seeded split of --data never trained on).\n"
+    "Every `train` option applies to every run; the study's choices are the defaults here: float32\n"
+    "(--amp opts in to bf16/fp16 autocast) and the style image at its own size (--style-size 0)."
 )
 EPILOG = (
     "optimizers:\n" + OPTIMIZERS.help_text()
@@ -40,12 +43,13 @@ def _list(kind: type, what: str):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from stylestream.train.sweep import STUDY_OPTIMIZERS
+    from stylestream.cli_choices import STUDY_OPTIMIZERS
 
     train_cli.add_arguments(p)  # every `train` option, defined once
     # the per-run options become lists; "resolve" replaces train's single-valued ones
     g = p.add_argument_group(
-        "sweep options (replace train's --out, --optimizer, --lr, --batch-size, --resume, --overwrite)",
+        "sweep options (replace train's --out, --optimizer, --lr, --batch-size, --resume, --overwrite, --amp, "
+        "--style-size)",
         conflict_handler="resolve",
     )
     g.add_argument("--out", required=True, metavar="SWEEP_DIR", help="sweep folder to write")
@@ -68,6 +72,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="image every run stylizes for grid.jpg (default: the first eval image)")  # fmt: skip
     g.add_argument("--parallel", type=train_cli._int, default=0, metavar="K",
                    help="runs trained together in one lockstep group (default 0: as many as fit in memory)")  # fmt: skip
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
+                   help="mixed precision (bf16, or fp16 + GradScaler on older GPUs); default: off, float32 as "
+                        "in the study")  # fmt: skip
+    g.add_argument("--style-size", type=train_cli._int, default=0,
+                   help="longer side of the style image (default 0: its own size, as the study's code; "
+                        "`train` uses --image-size, as Johnson's)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
     from stylestream.devices import DeviceError
     from stylestream.models.io import WriteError
     from stylestream.registry import UnknownNameError
+    from stylestream.train.config import ConfigError, TrainConfig
     from stylestream.train.data import DataError
     from stylestream.train.images import ImageLoadError
-    from stylestream.train.loop import EXIT_DIVERGED, ConfigError, TrainConfig
     from stylestream.train.sweep import SweepConfig, run_sweep
     from stylestream.train.sweep_report import ranking
     from stylestream.train.vgg import VGGWeightsError
@@ -94,11 +104,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     except WriteError as exc:
         raise CLIError(exc.line("--out")) from None
-    print(f"VGG-16 weights: {result.meta['vgg_weights']}; device: {result.meta['device']}")
+    print(f"device: {result.meta['device']}; precision: {result.meta['precision']}")
     print(f"{len(result.runs)} runs in {result.wall_s:.1f} s; best setting per optimizer (by eval loss):")
     for i, r in enumerate(ranking(result.runs), 1):
         ev = f"{r.eval_loss:.4g}" if r.eval_loss is not None else "-"
         loss = f"{r.loss:.4g}" if r.loss is not None else "-"
         print(f"  {i:>2}. {r.optimizer:<12} lr {r.lr:<8g} bs {r.batch_size:<3} loss {loss:<10} eval {ev:<10} {r.status}")
     print(f"report: {result.files['md']}")
-    return 0 if any(r.status == "ok" for r in result.runs) else EXIT_DIVERGED
+    return 0 if any(r.status == "ok" for r in result.runs) else train_cli.EXIT_DIVERGED

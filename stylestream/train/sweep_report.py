@@ -1,15 +1,12 @@
 """The optimizer-study report of a sweep: report.md (the study's Table 1 columns plus the content/style
-split, status and ranking, and a fairness statement), report.json (the same data), losses.png (every
-optimizer's smoothed loss curve on one log-scale plot, the study's Fig 3.2), grid.jpg (content, style
-and each optimizer's stylized content image, labelled, Fig 3.1) and one heat map per optimizer (eval
-loss over learning rate x batch size) when the sweep searched a grid.
+split, steps and images seen, status and ranking, the setting, precision, device and library versions,
+and what the runs had equal), report.json (the same data) and the figures (stylestream.train.sweep_figures).
 
 Everything here reads the run directories (metrics.csv, card.json), so a report can be rebuilt from a
 finished or half-finished sweep folder at any time."""
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -20,12 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
+
+from stylestream.train.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 TAIL_FRACTION = 0.05  # the "loss value" of a run: mean total loss over the last 5% of its steps
-STATUSES = ("ok", "diverged", "crashed", "pending")
+# collapsed: finished, but the network's output is a constant image (no style, no content)
+STATUSES = ("ok", "collapsed", "diverged", "crashed", "pending")
+STUDY_DEFAULT = (1e-3, 4)  # the study's default setting (η, batch size): its Figs 3.1 and 3.2
 
 
 @dataclass
@@ -39,6 +40,7 @@ class RunResult:
     status: str = "pending"
     steps: int = 0  # optimizer steps taken
     total_steps: int = 0  # steps planned
+    images_seen: int = 0  # training images its steps took, repeats included
     loss: float | None = None  # tail mean of the total training loss
     content: float | None = None
     style: float | None = None
@@ -47,15 +49,25 @@ class RunResult:
     eval_content: float | None = None
     eval_style: float | None = None
     train_time_s: float | None = None
-    error: str | None = None  # why a run diverged or crashed
+    error: str | None = None  # why a run diverged, crashed or collapsed
     stylized: str | None = None  # the run's stylized content image, relative to the sweep folder
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def score(self) -> float:
         """What the best setting is chosen by: eval loss, else (no eval set) the training loss value."""
+        v = self.value
+        return v if v is not None and self.status == "ok" else math.inf
+
+    @property
+    def value(self) -> float | None:
+        """Its eval loss, else its training loss value; None when it has neither (or a NaN)."""
         v = self.eval_loss if self.eval_loss is not None else self.loss
-        return v if v is not None and math.isfinite(v) and self.status == "ok" else math.inf
+        return v if v is not None and math.isfinite(v) else None
+
+    @property
+    def setting(self) -> str:
+        return f"η={self.lr:g}, bs={self.batch_size}"
 
     def to_json(self) -> dict[str, Any]:
         return {k: _finite_or_none(v) for k, v in asdict(self).items()}
@@ -82,8 +94,7 @@ def read_metrics(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         return {}
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = RunDir(path.parent).read_metrics()  # the one metrics.csv reader; here as float columns
     if not rows:
         return {}
     cols: dict[str, np.ndarray] = {}
@@ -107,25 +118,12 @@ def tail_means(cols: dict[str, np.ndarray], fraction: float = TAIL_FRACTION) -> 
     return {term: float(np.mean(cols[term][-n:])) for term in ("total", "content", "style", "tv") if term in cols}
 
 
-def smooth(values: np.ndarray, weight: float = 0.9) -> np.ndarray:
-    """Debiased exponential moving average (TensorBoard's smoothing); NaN/inf end the curve."""
-    out = np.full(len(values), np.nan)
-    avg, norm = 0.0, 0.0
-    for i, v in enumerate(values):
-        if not math.isfinite(v):
-            break
-        avg = weight * avg + (1 - weight) * v
-        norm = weight * norm + (1 - weight)
-        out[i] = avg / norm
-    return out
-
-
 # ---------------------------------------------------------------- choosing and ranking
 
 
 def best_per_optimizer(runs: Iterable[RunResult]) -> dict[str, RunResult]:
-    """Per optimizer, the finished run with the lowest eval loss; an optimizer whose runs all failed
-    keeps its first run so the report can still say what happened to it."""
+    """Per optimizer, the finished run with the lowest eval loss; an optimizer whose runs all failed or
+    collapsed keeps its first run so the report can still say what happened to it."""
     best: dict[str, RunResult] = {}
     for r in runs:
         cur = best.get(r.optimizer)
@@ -137,6 +135,19 @@ def best_per_optimizer(runs: Iterable[RunResult]) -> dict[str, RunResult]:
 def ranking(runs: Iterable[RunResult]) -> list[RunResult]:
     """Best run per optimizer, best optimizer first; optimizers without a finished run come last."""
     return sorted(best_per_optimizer(runs).values(), key=lambda r: (r.score, r.optimizer))
+
+
+def default_setting(lrs: Sequence[float], batch_sizes: Sequence[int]) -> tuple[float, int]:
+    """The setting of Figs 3.1/3.2: the study's default (η 1e-3, bs 4), or the swept values closest to
+    it (η on a log scale) when the sweep did not include it."""
+    lr = min(lrs, key=lambda v: (abs(math.log10(v / STUDY_DEFAULT[0])), -v))
+    bs = min(batch_sizes, key=lambda b: (abs(b - STUDY_DEFAULT[1]), -b))
+    return lr, bs
+
+
+def at_setting(runs: Iterable[RunResult], lr: float, batch_size: int) -> dict[str, RunResult]:
+    """Per optimizer, its run at (lr, batch_size)."""
+    return {r.optimizer: r for r in runs if r.lr == lr and r.batch_size == batch_size}
 
 
 # ---------------------------------------------------------------- report.md / report.json
@@ -156,18 +167,36 @@ def _fmt_time(s: float | None) -> str:
     return f"{s / 3600:.2f} h"
 
 
-def fairness_statement(meta: dict[str, Any]) -> str:
+def fairness_statement(meta: dict[str, Any], runs: Sequence[RunResult] = ()) -> str:
+    """What every run of the sweep had equal, and what it did not."""
     seed = meta.get("seed", "?")
     parts = [
         (f"Every run started from the same initial weights (architecture `{meta.get('arch', '?')}`, "
          f"seed {seed}) and saw the same training images in the same order (data seed {seed}; "
          f"{meta.get('train_images', '?')} training images)."),
+    ]  # fmt: skip
+    steps = {r.batch_size: r.total_steps for r in sorted(runs, key=lambda r: r.batch_size) if r.total_steps}
+    if meta.get("epochs") is not None:
+        per_bs = "; ".join(f"bs {bs}: {n} steps" for bs, n in steps.items())
+        parts.append(
+            f"The budget is equal in epochs, as in the study: every run trained for {meta['epochs']} epoch(s), "
+            "i.e. on the same images, the same number of times. The number of optimizer steps is not equal: "
+            f"it is the epochs times the batches per epoch of the run's batch size ({per_bs}); each run's "
+            "steps and images seen are listed below."
+        )
+    else:
+        parts.append(
+            f"The budget is equal in optimizer steps ({meta.get('steps')} per run); runs with larger "
+            "batches therefore saw more images (each run's images seen are listed below)."
+        )
+    parts += [
         (f"The loss value is the mean total training loss over the last {TAIL_FRACTION:.0%} of a run's "
          "steps; the eval loss is the mean total loss on "
          f"{meta.get('eval_images', '?')} held-out images ({meta.get('eval_source', 'a split of the data')}) "
          "that no run trained on, and the best setting per optimizer is chosen by eval loss."),
-        "All runs use the same loss weights, image size, step budget, VGG weights and device.",
-    ]
+        ("All runs use the same loss weights, image size, style image, VGG weights, precision "
+         f"({meta.get('precision', '?')}) and device."),
+    ]  # fmt: skip
     if meta.get("lockstep"):
         parts.append(
             "Runs sharing a batch size were trained in lockstep in one process (one data loader and one "
@@ -175,6 +204,21 @@ def fairness_statement(meta: dict[str, Any]) -> str:
             "compute spent on that run plus an equal share of the shared work."
         )
     return " ".join(parts)
+
+
+def setting_line(meta: dict[str, Any]) -> str:
+    length = f"{meta['epochs']} epoch(s)" if meta.get("epochs") is not None else f"{meta.get('steps')} steps"
+    style_size = meta.get("style_size")
+    style = "its own size" if style_size == 0 else (f"{style_size} px" if style_size else "the image size")
+    return (f"style {meta.get('style')} (used at {style}, {meta.get('style_image_size', '?')}), data "
+            f"{meta.get('data')}, {length} per run, image size {meta.get('image_size')}, arch "
+            f"`{meta.get('arch')}`, VGG-16 weights: {meta.get('vgg_weights')}, λc {meta.get('content_weight'):g}, "
+            f"λs {meta.get('style_weight'):g}, λtv {meta.get('tv_weight'):g}")  # fmt: skip
+
+
+def environment_line(meta: dict[str, Any]) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())
+    return f"precision {meta.get('precision')}, device {meta.get('device')}; {versions}"
 
 
 def markdown_report(runs: Sequence[RunResult], meta: dict[str, Any], images: dict[str, str]) -> str:
@@ -185,221 +229,69 @@ def markdown_report(runs: Sequence[RunResult], meta: dict[str, Any], images: dic
             ("> **Random VGG-16 weights** (a test/plumbing run): these losses and images say nothing "
              "about the optimizers' quality as style-transfer trainers."),
             "",
-        ]
-    setting = ", ".join(
-        f"{k}: {meta[k]}"
-        for k in ("style", "data", "steps_per_run", "image_size", "arch", "device", "vgg_weights",
-                  "content_weight", "style_weight", "tv_weight")
-        if k in meta
-    )  # fmt: skip
-    lines += [f"Setting: {setting}.", "", "## Fairness", "", fairness_statement(meta), ""]
+        ]  # fmt: skip
+    lines += [f"Setting: {setting_line(meta)}.", "", f"Environment: {environment_line(meta)}.", ""]
+    lines += ["## Fairness", "", fairness_statement(meta, runs), ""]
     lines += [
         "## Best setting per optimizer (Table 1)",
         "",
-        "| rank | optimizer | η | bs | loss value | content | style | eval loss | training time | status |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ("| rank | optimizer | η | bs | loss value | content | style | eval loss | steps | images seen "
+        "| training time | status |"),
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for i, r in enumerate(ranked, 1):
         rank = str(i) if r.status == "ok" else "–"
         lines.append(
             f"| {rank} | {r.optimizer} | {r.lr:g} | {r.batch_size} | {_fmt(r.loss)} | {_fmt(r.content)} | "
-            f"{_fmt(r.style)} | {_fmt(r.eval_loss)} | {_fmt_time(r.train_time_s)} | {r.status} |"
+            f"{_fmt(r.style)} | {_fmt(r.eval_loss)} | {r.steps} | {r.images_seen} | {_fmt_time(r.train_time_s)} "
+            f"| {r.status} |"
         )
     ok = [r for r in ranked if r.status == "ok"]
     if ok:
         lines += ["", "Ranking (by eval loss, lower is better): " + " < ".join(r.optimizer for r in ok) + "."]
-    failed = [r for r in runs if r.status in ("diverged", "crashed", "pending")]
+    failed = [r for r in runs if r.status != "ok"]
     if failed:
-        lines += ["", "## Runs that did not finish", ""]
+        lines += ["", "## Runs that did not finish well", ""]
         lines += [f"- `{r.name}`: {r.status} at step {r.steps}/{r.total_steps}" + (f": {r.error}" if r.error else "")
                   for r in failed]  # fmt: skip
-    if len(runs) > len(ranked):
-        lines += [
-            "",
-            "## All runs",
-            "",
-            "| run | loss value | content | style | eval loss | steps | training time | status |",
-            "|---|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for r in sorted(runs, key=lambda r: (r.optimizer, r.lr, r.batch_size)):
-            lines.append(
-                f"| `{r.name}` | {_fmt(r.loss)} | {_fmt(r.content)} | {_fmt(r.style)} | {_fmt(r.eval_loss)} "
-                f"| {r.steps}/{r.total_steps} | {_fmt_time(r.train_time_s)} | {r.status} |"
-            )
+    lines += [
+        "",
+        "## All runs",
+        "",
+        "| run | loss value | content | style | eval loss | steps | images seen | training time | status |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in sorted(runs, key=lambda r: (r.optimizer, r.lr, r.batch_size)):
+        lines.append(
+            f"| `{r.name}` | {_fmt(r.loss)} | {_fmt(r.content)} | {_fmt(r.style)} | {_fmt(r.eval_loss)} "
+            f"| {r.steps}/{r.total_steps} | {r.images_seen} | {_fmt_time(r.train_time_s)} | {r.status} |"
+        )
     if images:
-        lines += ["", "## Figures", ""]
+        lr, bs = meta.get("default_setting", STUDY_DEFAULT)
+        note = "" if (lr, bs) == STUDY_DEFAULT else " (the study's η 1e-3, bs 4 was not swept: the closest setting)"
+        lines += ["", "## Figures", "",
+                  (f"`grid.jpg` and `losses.png` (the study's Figs 3.1 and 3.2) show every optimizer at η={lr:g}, "
+                  f"bs={bs}{note}; `grid_best.jpg` and `losses_best.png` (Fig 3.3) each optimizer at its best "
+                  "setting. Loss curves are plotted against images seen when their batch sizes differ."), ""]  # fmt: skip
         lines += [f"![{label}]({path})" for label, path in images.items()]
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------- pictures
-
-
-def plot_loss_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike,
-                     title: str = "Training loss per optimizer", smoothing: float = 0.9,
-                     ylabel: str = "total loss (log scale)") -> None:
-    """Labelled (steps, values) curves, raw faint and smoothed solid, on one log-scale plot (Fig 3.2)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    cmap = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
-    for i, (label, (steps, values)) in enumerate(curves.items()):
-        color = cmap(i % cmap.N)
-        good = np.isfinite(values) & (values > 0)
-        ax.plot(steps[good], values[good], color=color, alpha=0.25, linewidth=0.8)
-        ax.plot(steps, smooth(values, smoothing), color=color, linewidth=1.8, label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    if curves:
-        ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has one fixed-size bitmap font
-        return ImageFont.load_default()
-
-
-def _fit(img: Image.Image, tile: int) -> Image.Image:
-    """Scale to fit a tile x tile square, keeping the aspect, centred on white."""
-    img = img.convert("RGB")
-    scale = tile / max(img.size)
-    w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
-    canvas = Image.new("RGB", (tile, tile), "white")
-    canvas.paste(img.resize((w, h), Image.Resampling.LANCZOS), ((tile - w) // 2, (tile - h) // 2))
-    return canvas
-
-
-def grid_layout(n: int, tile: int, label_h: int = 28, pad: int = 8,
-                columns: int | None = None) -> tuple[int, int, int]:  # fmt: skip
-    """(columns, width, height) of a labelled grid of n tiles."""
-    cols = columns or min(n, 5)
-    rows = math.ceil(n / cols)
-    return cols, pad + cols * (tile + pad), pad + rows * (tile + label_h + pad)
-
-
-def tile_box(i: int, cols: int, tile: int, label_h: int = 28, pad: int = 8) -> tuple[int, int, int, int]:
-    """Pixel box (left, top, right, bottom) of tile i in a labelled grid."""
-    x = pad + (i % cols) * (tile + pad)
-    y = pad + (i // cols) * (tile + label_h + pad)
-    return x, y, x + tile, y + tile
-
-
-def labelled_grid(items: Sequence[tuple[str, Image.Image]], path: str | os.PathLike, tile: int = 256,
-                  columns: int | None = None, label_h: int = 28, pad: int = 8) -> Image.Image:
-    """Tiles in reading order, each with its label underneath (Figs 3.1/3.3 of the study)."""
-    cols, width, height = grid_layout(len(items), tile, label_h, pad, columns)
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
-    font = _font(max(10, label_h - 12))
-    for i, (label, img) in enumerate(items):
-        x, y, _, _ = tile_box(i, cols, tile, label_h, pad)
-        canvas.paste(_fit(img, tile), (x, y))
-        text = label
-        while len(text) > 1 and draw.textlength(text, font=font) > tile:
-            text = text[:-2] + "…"
-        draw.text((x + tile // 2, y + tile + label_h // 2), text, fill="black", font=font, anchor="mm")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, quality=92)
-    return canvas
-
-
-def plot_heatmap(optimizer: str, runs: Sequence[RunResult], path: str | os.PathLike) -> None:
-    """Eval loss (training loss value without an eval set) over learning rate x batch size for one
-    optimizer; failed cells are marked with their status."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-
-    lrs = sorted({r.lr for r in runs}, reverse=True)
-    bss = sorted({r.batch_size for r in runs})
-    grid = np.full((len(lrs), len(bss)), np.nan)
-    marks: dict[tuple[int, int], str] = {}
-    for r in runs:
-        i, j = lrs.index(r.lr), bss.index(r.batch_size)
-        if math.isfinite(r.score):
-            grid[i, j] = r.score
-        else:
-            marks[(i, j)] = r.status
-    fig, ax = plt.subplots(figsize=(2.4 + 1.3 * len(bss), 1.6 + 0.7 * len(lrs)), dpi=100)
-    finite = grid[np.isfinite(grid) & (grid > 0)]
-    norm = LogNorm(finite.min(), max(finite.max(), finite.min() * 1.0001)) if finite.size else None
-    im = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis_r", norm=norm, aspect="auto")
-    ax.set_xticks(range(len(bss)), [str(b) for b in bss])
-    ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("learning rate η")
-    which = "eval loss" if any(r.eval_loss is not None for r in runs) else "loss value"
-    ax.set_title(f"{optimizer}: {which}")
-    for (i, j), v in np.ndenumerate(grid):
-        text = f"{v:.2e}" if math.isfinite(v) else marks.get((i, j), "")
-        ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if math.isfinite(v) else "red")
-    if norm is not None:
-        fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-
-
-# ---------------------------------------------------------------- the whole report
-
-
 def write_report(sweep_dir: str | os.PathLike, runs: Sequence[RunResult], meta: dict[str, Any],
                  content: Image.Image | None = None, style: Image.Image | None = None) -> dict[str, Path]:
-    """Write report.md, report.json, losses.png, grid.jpg (when a content and a style image are given)
-    and heatmaps/<optimizer>.png (when the sweep searched more than one lr or batch size). Returns the
-    paths written."""
+    """Write the figures (stylestream.train.sweep_figures), report.md and report.json. Returns the paths
+    written."""
+    from stylestream.train.sweep_figures import write_figures
+
     sweep_dir = Path(sweep_dir)
-    written: dict[str, Path] = {}
-    best = {r.optimizer: r for r in ranking(runs)}
-
-    curves = {}
-    for opt, r in best.items():
-        cols = read_metrics(sweep_dir / r.name / "metrics.csv")
-        if len(cols.get("total", ())):
-            label = f"{opt} (η={r.lr:g}, bs={r.batch_size})" + ("" if r.status == "ok" else f" [{r.status}]")
-            curves[label] = (cols["step"], cols["total"])
-    written["losses"] = sweep_dir / "losses.png"
-    plot_loss_curves(curves, written["losses"])
-
-    if content is not None and style is not None:
-        items: list[tuple[str, Image.Image]] = [("content", content), ("style", style)]
-        for opt, r in best.items():
-            img_path = sweep_dir / r.stylized if r.stylized else None
-            if img_path is not None and img_path.is_file() and r.status == "ok":
-                with Image.open(img_path) as im:
-                    items.append((opt, im.convert("RGB")))
-            else:
-                items.append((f"{opt} ({r.status})", Image.new("RGB", content.size, (235, 235, 235))))
-        written["grid"] = sweep_dir / "grid.jpg"
-        labelled_grid(items, written["grid"], columns=min(len(items), 5))
-
-    if len({r.lr for r in runs}) > 1 or len({r.batch_size for r in runs}) > 1:
-        for opt in sorted({r.optimizer for r in runs}):
-            p = sweep_dir / "heatmaps" / f"{opt}.png"
-            plot_heatmap(opt, [r for r in runs if r.optimizer == opt], p)
-            written[f"heatmap {opt}"] = p
-
+    written = write_figures(sweep_dir, runs, meta, content, style)
     images = {k: str(p.relative_to(sweep_dir)) for k, p in written.items()}
     written["md"] = sweep_dir / "report.md"
     written["md"].write_text(markdown_report(runs, meta, images))
+    best = {r.optimizer: r for r in ranking(runs)}
     payload = {
         "meta": meta,
-        "fairness": fairness_statement(meta),
+        "fairness": fairness_statement(meta, runs),
         "tail_fraction": TAIL_FRACTION,
         "ranking": [r.optimizer for r in ranking(runs) if r.status == "ok"],
         "best": {opt: r.name for opt, r in best.items()},

@@ -21,6 +21,9 @@ def test_bench_export_table(capsys, fitted_model, media, tmp_path):
         lat = rows[name]["latency"]
         assert set(lat) == {"32x48", "40x56"} and all(v["median_ms"] > 0 and v["reps"] == 20 for v in lat.values())
     assert rows["onnx"]["psnr_db"] >= 45 and rows["onnx-int8"]["psnr_db"] >= 28
+    # timed through the runtime backends that serve each file
+    assert rows["onnx"]["runtime"] == rows["onnx-int8"]["runtime"] == "onnxruntime (CPU)"
+    assert rows["torch eager"]["runtime"] == "torch (cpu, fp32)"
     assert rows["onnx"]["size_mb"] > rows["onnx-int8"]["size_mb"] > 0
     assert "skipped" in rows["tensorrt"] or "latency" in rows["tensorrt"]
     md = prefix.with_suffix(".md").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import onnx
@@ -11,8 +12,8 @@ import pytest
 import torch
 
 from stylestream.export import FLOORS, FORMATS, export
-from stylestream.export.frames import fit, load_frames, to_nchw
 from stylestream.export.verify import psnr
+from stylestream.media import fit, load_frames, to_nchw
 
 CARD_KEYS = {"name", "title", "description", "thumbnail", "format", "source", "verification", "sizes"}
 
@@ -72,7 +73,8 @@ def test_fp16_keeps_instance_norm_in_fp32(fitted_model, opts, tmp_path):
     assert norms and all(by_name[n.input[1]].data_type == onnx.TensorProto.FLOAT for n in norms)
 
 
-def test_int8_scheme_quantizes_convs_but_not_the_last(fitted_model, opts, tmp_path):
+def test_int8_scheme_quantizes_convs_but_not_the_last(fitted_model, opts, media, tmp_path):
+    opts.calibration = media / "video" / "webcam_walk.mkv"  # more frames than the 4 photos: all 6 are used
     out = tmp_path / "m.onnx"
     res = export(fitted_model[0], "onnx-int8", out, opts)
     g = onnx.load(str(out)).graph
@@ -123,7 +125,9 @@ def test_torchscript_round_trip(fitted_model, opts, tmp_path):
     out = tmp_path / "m.torchscript"
     res = export(model_path, "torchscript", out, opts)
     assert res.verification["passed"]
-    loaded = torch.jit.load(str(out))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation: LibTorch still reads it
+        loaded = torch.jit.load(str(out))
     x = torch.rand(2, 3, 37, 51) * 255
     with torch.no_grad():
         assert psnr(loaded(x).numpy(), model(x).numpy()) >= FLOORS["fp32"]

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from stylestream.plugins import Engine, PluginSet, StylePlugin, discover_plugins
+from stylestream.plugins import Engine, Param, PluginSet, StylePlugin, discover_plugins
 
 
 class Recorder(StylePlugin):
@@ -167,3 +167,96 @@ def test_process_is_thread_safe(model_dir):
     engine.close()
     for i in range(4):
         assert np.array_equal(got[i], expected[i])
+
+
+class Counting(StylePlugin):
+    """Records what `apply` receives and how often parameters are resolved."""
+
+    name = "counting"
+    extra_params = (Param("amount", "Amount", 0.5, 0.0, 1.0),)
+
+    def __init__(self):
+        self.resolved = 0
+        self.seen: list[dict] = []
+
+    def resolve_params(self, params):
+        self.resolved += 1
+        return super().resolve_params(params)
+
+    def apply(self, frames, params):
+        self.seen.append(dict(params))
+        return 255 - frames
+
+
+def test_the_frame_contract_is_enforced_once_and_apply_only_stylizes():
+    plugins = PluginSet()
+    plugin = Counting()
+    plugins.add(plugin, "test")
+    f = _frame(3)
+    with Engine(plugins) as engine:
+        out = engine.process("counting", f[None], {"strength": 0.5, "stabilize": 0.7, "amount": 2})
+        assert plugin.resolved == 1
+        assert plugin.seen == [{"amount": 1.0}]  # clamped; no strength, no stabilize: the engine's business
+        assert np.abs(out[0].astype(int) - ((255 - f.astype(int)) + f) / 2).max() <= 1
+        got = asyncio.run(engine.submit("counting", f, {"amount": 0.25}))
+        assert plugin.resolved == 2 and plugin.seen[-1] == {"amount": 0.25}
+        assert np.array_equal(got, 255 - f)
+        with pytest.raises(ValueError, match="must be a number"):
+            engine.process("counting", f[None], {"stabilize": "lots"})  # validated though never applied here
+        stats = engine.stats()
+    assert stats["frames"] == 2 and stats["batches"] == 2 and stats["frames_by_path"] == {"numpy": 2}
+    assert stats["paths"] == {"counting": "numpy"}
+    assert set(stats["stages"]) == {"queue", "stage", "prepare", "model", "finish"}  # no copies on this path
+    assert stats["stages"]["queue"]["frames"] == 1  # only submitted frames wait in the queue
+
+
+def test_stabilize_never_changes_a_batch_and_never_splits_one():
+    engine, rec = _engine(batch_window_ms=200)
+    f = _frame(5)
+    try:
+        plain = engine.process("recorder", f[None])
+        assert np.array_equal(engine.process("recorder", f[None], {"stabilize": 1.0}), plain)
+
+        async def main():
+            return await asyncio.gather(*(engine.submit("recorder", f, {"stabilize": s}) for s in (0.0, 0.5, 1.0)))
+
+        outs = asyncio.run(main())
+    finally:
+        engine.close()
+    assert all(np.array_equal(o, 255 - f) for o in outs)
+    assert rec.batches[-1][0] == 3  # one batch for the three callers
+
+
+def test_plugin_process_is_the_engines_contract(monkeypatch, photo):
+    import stylestream.plugins.engine as engine_module
+
+    calls = []
+    real = engine_module.stylize
+
+    def spy(plugin, frames, params=None, **kw):
+        calls.append(plugin.name)
+        return real(plugin, frames, params, **kw)
+
+    monkeypatch.setattr(engine_module, "stylize", spy)
+    plugins = discover_plugins(include_user_dir=False)
+    with Engine(plugins) as engine:
+        a = engine.process("sketch", photo, {"strength": 0.6})
+    b = plugins.get("sketch").process(photo, {"strength": 0.6})  # a third-party caller without an engine
+    assert calls == ["sketch", "sketch"]
+    assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match=r"expected uint8 RGB frames of shape \(N, H, W, 3\)"):
+        plugins.get("sketch").process(photo.astype(np.float32))
+
+
+class Shrinker(StylePlugin):
+    name = "shrinker"
+
+    def apply(self, frames, params):
+        return frames[:, ::2]
+
+
+def test_a_style_that_breaks_the_contract_fails_its_callers_only():
+    plugins = PluginSet()
+    plugins.add(Shrinker(), "test")
+    with Engine(plugins) as engine, pytest.raises(RuntimeError, match="style 'shrinker' returned uint8"):
+        engine.process("shrinker", _frame(1)[None])

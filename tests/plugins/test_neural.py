@@ -22,15 +22,37 @@ def test_pt_and_onnx_give_the_same_output(model_dir, arch, photo):
 
 
 def test_auto_backend_choice_and_errors(model_dir, tmp_path):
-    both = {"pt": model_dir / "lite.pt", "onnx": model_dir / "lite.onnx"}
+    both = {"pytorch": model_dir / "lite.pt", "onnx": model_dir / "lite.onnx"}
     assert pick_backend(both, "cpu") == ("onnxruntime", model_dir / "lite.onnx")
-    assert pick_backend({"pt": both["pt"]}, "cpu") == ("torch", both["pt"])
+    assert pick_backend({"pytorch": both["pytorch"]}, "cpu") == ("torch", both["pytorch"])
     with pytest.raises(ValueError, match=r"backend 'torch' needs a \.pt model file.*lite\.onnx"):
         pick_backend({"onnx": both["onnx"]}, "cpu", "torch")
     with pytest.raises(BackendUnavailable, match="tensorrt"):
-        pick_backend({"engine": tmp_path / "x.engine"}, "cpu")
+        pick_backend({"tensorrt": tmp_path / "x.engine"}, "cpu")
+    with pytest.raises(ValueError, match="unknown model format 'pt'"):
+        pick_backend({"pt": both["pytorch"]}, "cpu")
     with pytest.raises(UnknownNameError, match="unknown backend 'tflite'; choose one of: torch, onnxruntime"):
         Engine(discover_plugins(), backend="tflite")
+
+
+def test_torchscript_style_in_a_plugin_folder(model_dir, tmp_path, photo):
+    from stylestream.export.torchscript import save_torchscript
+    from stylestream.models import load_model
+
+    folder = tmp_path / "styles"
+    folder.mkdir()
+    save_torchscript(load_model(model_dir / "lite.pt"), folder / "lite.ts")
+    plugins = discover_plugins([folder], include_user_dir=False)
+    assert plugins.get("lite").backend == "torchscript"
+    with Engine(plugins) as ts, Engine(discover_plugins([model_dir], include_user_dir=False), backend="torch") as pt:
+        a = ts.process("lite", photo)
+        assert ts.describe("lite") == "torchscript (cpu)"
+        b = pt.process("lite", photo)
+    with Engine(plugins, frame_path="tensor") as tensor:  # TorchScript runs tensors where they live
+        out = tensor.process("lite", photo)
+        assert tensor.frame_path_of("lite") == "tensor"
+    assert np.abs(a.astype(int) - b).max() <= 2
+    assert np.abs(out.astype(int) - a).max() <= 1
 
 
 def test_odd_and_tiny_frames_and_scale_param(model_dir):
@@ -63,18 +85,6 @@ def test_model_file_style_and_broken_model_errors(model_dir, tmp_path):
         with pytest.raises(ValueError, match="late.onnx: not a loadable ONNX model"):
             engine.process("late", f)
         assert engine.process("sketch", f).shape == f.shape
-
-
-def test_tensor_path_matches_array_path(model_dir, photo):
-    import torch
-
-    plugins = discover_plugins([model_dir], include_user_dir=False)
-    with Engine(plugins, backend="torch") as engine:
-        plugin = engine.plugin("johnson")
-        out = plugin.process_tensor(torch.from_numpy(photo), {"strength": 0.7})
-        ref = engine.process("johnson", photo, {"strength": 0.7})
-    assert out.dtype == torch.uint8 and tuple(out.shape) == photo.shape
-    assert np.abs(out.numpy().astype(int) - ref).max() <= 1
 
 
 def test_pt_only_style_runs_on_onnxruntime_via_cached_conversion(model_dir, tmp_path, photo, isolated_cache):

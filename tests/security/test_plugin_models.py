@@ -175,7 +175,7 @@ def test_a_graph_known_only_at_run_time_passes_when_it_is_a_style(tmp_path):
 def test_the_probe_run_is_memory_capped(tmp_path):
     """x1000 at 16x16 asks for 3 GB: the capped child fails to allocate instead of running it."""
     model = data_dependent_resize_onnx(tmp_path / "huge.onnx", 1000.0)
-    from stylestream.plugins.backends import check_onnx_model
+    from stylestream.runtime.onnx_check import check_onnx_model
 
     with pytest.raises(ValueError, match=r"a check run at 1x3x16x16 failed \(it asked for 3.1 GB\)"):
         check_onnx_model(model)

@@ -72,6 +72,8 @@ def test_clip_is_stylized_with_sent_pts_and_style_switches_live(clip):
         assert 'stylestream_frames_out_total{style="edges"}' in metrics
         assert 'stylestream_frames_out_total{style="sketch"}' in metrics
         assert "stylestream_inference_seconds_bucket" in metrics and "stylestream_latency_seconds" in metrics
+        assert 'stylestream_engine_stage_seconds_total{stage="model"}' in metrics  # where a frame's time goes
+        assert 'stylestream_engine_path_frames_total{path="numpy"}' in metrics
 
     try:
         asyncio.run(main())

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stylestream.train.loop import TrainConfig
+from stylestream.train.config import TrainConfig
 from stylestream.train.vgg import load_vgg
 
 
@@ -25,13 +25,19 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_data(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The six real content photos shrunk to ~40 px, two of them in a nested folder."""
+    """Six real photos shrunk to ~40 px, two of them in a nested folder: the shipped content photos,
+    plus the left halves of the first ones to make six (the tests count 3 batches of 2 per epoch)."""
     root = tmp_path_factory.mktemp("data")
-    for i, src in enumerate(sorted((media / "content").glob("*.jpg"))):
-        dest = root / ("nested/deeper" if i % 3 == 0 else "") / f"{src.stem}.jpg"
+    photos = sorted((media / "content").glob("*.jpg"))
+    sources = [(p, p.stem, False) for p in photos] + [(p, f"{p.stem}_left", True) for p in photos]
+    for i, (src, name, left_half) in enumerate(sources[:6]):
+        dest = root / ("nested/deeper" if i % 3 == 0 else "") / f"{name}.jpg"
         dest.parent.mkdir(parents=True, exist_ok=True)
         with Image.open(src) as img:
-            img.convert("RGB").resize((48, 40)).save(dest, quality=90)
+            img = img.convert("RGB")
+            if left_half:
+                img = img.crop((0, 0, img.width // 2, img.height))
+            img.resize((48, 40)).save(dest, quality=90)
     (root / "nested" / "notes.txt").write_text("not an image: ignored")
     return root
 

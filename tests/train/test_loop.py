@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ import torch
 from stylestream import load_model
 from stylestream.cli import main
 from stylestream.models.io import read_model_file
+from stylestream.train.config import ConfigError
 from stylestream.train.images import load_image
-from stylestream.train.loop import ConfigError, train
+from stylestream.train.loop import train
 from stylestream.train.rundir import METRIC_FIELDS
 
 
@@ -46,6 +48,7 @@ def test_run_writes_card_metrics_model_checkpoint_and_pictures(make_cfg, media):
     assert list(rows[0]) == list(METRIC_FIELDS)
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
     assert [int(r["epoch"]) for r in rows] == [0, 0, 0, 1, 1]  # 6 images / batch 2 = 3 steps per epoch
+    assert [int(r["images"]) for r in rows] == [2, 4, 6, 8, 10]  # images seen so far
     lrs = [float(r["lr"]) for r in rows]
     assert lrs[0] == pytest.approx(2e-3) and lrs == sorted(lrs, reverse=True)  # cosine decay
     for r in rows:
@@ -68,7 +71,7 @@ def test_run_writes_card_metrics_model_checkpoint_and_pictures(make_cfg, media):
 
 
 def test_loss_goes_down_on_real_images(make_cfg):
-    result = train(make_cfg(steps=12, batch_size=6))  # the same 6 images every step
+    result = train(make_cfg(steps=12, batch_size=6, lr=1e-2))  # the same 6 images every step
     totals = [float(r["total"]) for r in _rows(f"{result.run_dir}/metrics.csv")]
     assert totals[-1] < 0.5 * totals[0], totals
 
@@ -140,9 +143,11 @@ def _base(tiny_data, style_path, out):
             "--image-size", "32", "--batch-size", "2", "--no-progress", "--no-amp"]  # fmt: skip
 
 
-def test_cli_trains_and_exits_3_on_divergence(tiny_data, style_path, tmp_path, capsys):
-    code, out, _ = _cli([*_base(tiny_data, style_path, tmp_path / "ok"), "--steps", "2"], capsys)
-    assert code == 0 and "VGG-16 weights: random" in out and "ok: 2 steps" in out
+def test_cli_trains_and_exits_3_on_divergence(tiny_data, style_path, tmp_path, capsys, caplog):
+    code, out, err = _cli([*_base(tiny_data, style_path, tmp_path / "ok"), "--steps", "2"], capsys)
+    assert code == 0 and "ok: 2 steps" in out
+    said = out + err + "\n".join(r.getMessage() for r in caplog.records)
+    assert said.count("VGG-16 weights: random (seeded") == 1  # the notice, once
     assert (tmp_path / "ok" / "model.pt").is_file()
     bad = [
         *_base(tiny_data, style_path, tmp_path / "nan"),
@@ -215,3 +220,26 @@ def test_tensorboard_and_bf16_amp(make_cfg):
     assert result.card["amp"] == "bfloat16" and result.status == "ok"
     events = list((Path(cfg.out) / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_progress_bar_shows_each_steps_losses(make_cfg, capsys):
+    """The bar's postfix follows the run: after the last step it shows the last step's loss, not step 1's."""
+    cfg = make_cfg(steps=4, progress=True, log_every=50)
+    result = train(cfg)
+    bar = capsys.readouterr().err
+    shown = [float(v) for v in re.findall(r"total=([0-9.e+]+)", bar)]
+    logged = [float(r["total"]) for r in _rows(f"{result.run_dir}/metrics.csv")]
+    assert len(set(logged)) == 4 and shown[-1] == pytest.approx(logged[-1], rel=1e-3)
+    assert shown[-1] != pytest.approx(logged[0], rel=1e-3)  # not step 1's
+
+
+def test_style_image_is_resized_to_the_training_size_unless_told(make_cfg, style_path):
+    """`train` follows Johnson's code (the style at --image-size); --style-size 0 keeps it as is (the study)."""
+    from PIL import Image
+
+    with Image.open(style_path) as im:
+        size = list(im.size)
+    resized = train(make_cfg(steps=1, out=str(Path(make_cfg().out).parent / "a")))
+    as_is = train(make_cfg(steps=1, style_size=0, out=str(Path(make_cfg().out).parent / "b")))
+    assert max(resized.card["style_image"]["size"]) == 32
+    assert as_is.card["style_image"]["size"] == size[::-1]  # (H, W) of the file

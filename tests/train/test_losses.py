@@ -161,3 +161,68 @@ def test_bad_vgg_weights_files_are_refused(tmp_path, vgg):
 
 def test_total_variation_of_a_constant_image_is_zero():
     assert total_variation(torch.full((2, 3, 9, 7), 100.0)) == 0
+
+
+def test_vgg19_layers_are_the_relus_after_gatys_convs():
+    """Gatys et al.'s conv1_1..conv5_1 and conv4_2, read after their ReLU: index i of .features is
+    ReLU(conv), the conv being i - 1, and the conv counts per block follow VGG-19 (2, 2, 4, 4, 4)."""
+    from torch import nn
+
+    vgg19 = load_vgg("random", seed=0, net="vgg19")
+    assert vgg19.title == "VGG-19" and len(vgg19.features) == 30  # up to relu5_1
+    convs = [i for i, m in enumerate(vgg19.features) if isinstance(m, nn.Conv2d)]
+    names = {}
+    block, k = 1, 0
+    for i, m in enumerate(vgg19.features):
+        if isinstance(m, nn.MaxPool2d):
+            block, k = block + 1, 0
+        elif isinstance(m, nn.Conv2d):
+            k += 1
+            names[f"relu{block}_{k}"] = i + 1
+    assert convs[:2] == [0, 2] and names["relu4_1"] == 20
+    for layer, index in vgg19.layers.items():
+        assert names[layer] == index and isinstance(vgg19.features[index], nn.ReLU), layer
+
+
+def test_gatys_loss_reads_vgg19_at_its_layers(vgg):
+    from stylestream.train.losses import LOSSES
+
+    vgg19 = load_vgg("random", seed=0, net="vgg19")
+    g = torch.Generator().manual_seed(3)
+    style, x, y = (torch.rand(1, 3, 40, 40, generator=g) * 255 for _ in range(3))
+    loss = PerceptualLoss(vgg19, style, content_weight=1.0, style_weight=1.0, layers=LOSSES["gatys"])
+    assert list(loss.content_targets(x)) == ["relu4_2"]
+    terms = loss(y, loss.content_targets(x))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    h, hs, hx = ((t / 255.0 - mean) / std for t in (y, style, x))
+    feats = {}
+    for i, layer in enumerate(vgg19.features):
+        h, hs, hx = layer(h), layer(hs), layer(hx)
+        feats[i] = (h.clone(), hs.clone(), hx.clone())
+    style_ref = sum(F.mse_loss(gram_matrix(feats[i][0]), gram_matrix(feats[i][1])) for i in (1, 6, 11, 20, 29))
+    content_ref = F.mse_loss(feats[22][0], feats[22][2])
+    torch.testing.assert_close(terms["style"], style_ref, rtol=1e-4, atol=0)
+    torch.testing.assert_close(terms["content"], content_ref, rtol=1e-4, atol=0)
+    with pytest.raises(ValueError, match="this loss reads VGG-19, got VGG-16"):
+        PerceptualLoss(vgg, style, layers=LOSSES["gatys"])
+
+
+def test_vgg19_weights_follow_the_same_offline_rules(tmp_path, vgg, monkeypatch):
+    vgg19 = load_vgg("random", seed=1, net="vgg19")
+    path = tmp_path / "vgg19.pth"
+    state = {f"features.{k}": v for k, v in vgg19.features.state_dict().items()}
+    state["features.30.weight"] = torch.zeros(1)  # deeper layers of a full vgg19 file are ignored
+    torch.save(state, path)
+    loaded = load_vgg(str(path), net="vgg19")
+    x = torch.rand(1, 3, 32, 32) * 255
+    torch.testing.assert_close(loaded(x)["relu5_1"], vgg19(x)["relu5_1"])
+    monkeypatch.setenv("STYLESTREAM_VGG19_WEIGHTS", str(path))
+    assert "sha256" in load_vgg("imagenet", net="vgg19").weights_desc
+    vgg16_file = tmp_path / "vgg16.pth"
+    torch.save(vgg.features.state_dict(), vgg16_file)
+    with pytest.raises(VGGWeightsError, match="VGG-19 weights file .*vgg16.pth .*does not match torchvision's vgg19"):
+        load_vgg(str(vgg16_file), net="vgg19")
+    monkeypatch.setenv("STYLESTREAM_VGG19_WEIGHTS", str(tmp_path / "nope.pth"))
+    with pytest.raises(VGGWeightsError, match=r"VGG-19 .*nope.pth \(from \$STYLESTREAM_VGG19_WEIGHTS\) not found"):
+        load_vgg("imagenet", net="vgg19")

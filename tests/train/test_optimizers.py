@@ -18,7 +18,7 @@ from stylestream.train.schedules import SCHEDULES, make_schedule
 from stylestream.train.step import train_step
 
 STUDY_OPTIMIZERS = ["sgd", "momentum", "nesterov", "adagrad", "adadelta", "rprop", "rmsprop", "adam",
-                    "adamax", "amsgrad", "nadam", "radam", "adamw", "lbfgs", "lookahead"]  # fmt: skip
+                    "adamax", "amsgrad", "nadam", "radam", "adamw", "lbfgs", "lbfgsb", "lookahead"]  # fmt: skip
 
 
 def test_registry_holds_the_study_optimizers_and_lookahead_variants():
@@ -26,6 +26,7 @@ def test_registry_holds_the_study_optimizers_and_lookahead_variants():
     assert set(STUDY_OPTIMIZERS) <= set(names)
     assert {f"lookahead-{b}" for b in STUDY_OPTIMIZERS if b != "lookahead"} <= set(names)
     assert needs_closure("lbfgs") and needs_closure("lookahead-lbfgs") and not needs_closure("adam")
+    assert needs_closure("lbfgsb") and needs_closure("lookahead-lbfgsb")
     with pytest.raises(UnknownNameError, match="unknown optimizer 'adamm'; choose one of: sgd, momentum"):
         make_optimizer("adamm", [torch.zeros(1, requires_grad=True)])
 
@@ -53,11 +54,12 @@ def tiny_problem(vgg, media):
     return loss, x, loss.content_targets(x)
 
 
-# Adaptive optimizers normalise the gradient, so the study's lr (1e-3) works for them. With
-# lambda_s = 1e10 the raw gradients are huge, so optimizers that step along the raw gradient (SGD and
-# its momentum forms, RAdam's un-rectified warm-up, L-BFGS's first step) need lr ~ 1e-8; at 1e-3 they
-# blow up (the README says so). RMSprop's first steps are 1/sqrt(1 - alpha) = 10x its lr.
-TEST_LR = {"sgd": 1e-8, "momentum": 1e-8, "nesterov": 1e-8, "radam": 1e-8, "lbfgs": 1e-8, "rmsprop": 1e-4}
+# Learning rates for this tiny problem (random VGG-16, lambda_s = 1e10: large raw gradients), not advice.
+# The adaptive optimizers normalise the gradient, so the study's 1e-3 works for them; SGD's step (and
+# RAdam's during its un-rectified warm-up) is lr times the raw gradient, so it needs a tiny lr here;
+# RMSprop's first steps are 1/sqrt(1 - alpha) = 10x its lr. L-BFGS line-searches from its usual lr 1;
+# L-BFGS-B has no lr.
+TEST_LR = {"sgd": 1e-8, "momentum": 1e-8, "nesterov": 1e-8, "radam": 1e-8, "lbfgs": 1.0, "rmsprop": 1e-4}
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
@@ -206,3 +208,54 @@ def test_unknown_schedule_lists_the_choices():
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1)
     with pytest.raises(UnknownNameError, match="unknown schedule 'linear'; choose one of: constant, step"):
         make_schedule("linear", opt, 10)
+
+
+def test_lbfgsb_is_scipys_l_bfgs_b_within_its_bounds():
+    """On a box-constrained quadratic whose minimum lies outside the box, LBFGSB ends where SciPy's own
+    L-BFGS-B does: on the bound, with the other coordinates at the minimum."""
+    from scipy.optimize import minimize
+
+    target = torch.tensor([300.0, 100.0, -20.0, 254.0], dtype=torch.float64)
+    x = torch.full((4,), 128.0, dtype=torch.float64, requires_grad=True)
+    opt = make_optimizer("lbfgsb", [x], bounds=(0.0, 255.0), max_iter=50)
+    evaluations = []
+
+    def closure():
+        opt.zero_grad()
+        loss = ((x - target) ** 2 * torch.arange(1, 5)).sum()
+        loss.backward()
+        evaluations.append(loss.item())
+        return loss
+
+    first = opt.step(closure)
+    assert first.item() == evaluations[0]
+    torch.testing.assert_close(x.detach(), torch.tensor([255.0, 100.0, 0.0, 254.0], dtype=torch.float64))
+    w = target.numpy()
+    ref = minimize(lambda v: float((((v - w) ** 2) * [1, 2, 3, 4]).sum()), [128.0] * 4, method="L-BFGS-B",
+                   bounds=[(0, 255)] * 4)  # fmt: skip
+    np_x = x.detach().numpy()
+    assert abs(np_x - ref.x).max() < 1e-3 and len(evaluations) <= 50 * 5 // 4
+    with pytest.raises(ValueError, match="needs a closure"):
+        opt.step()
+
+
+def test_lbfgsb_without_scipy_is_a_one_line_error_before_any_work(monkeypatch, make_cfg, tmp_path):
+    import builtins
+
+    from stylestream.train.config import ConfigError
+    from stylestream.train.loop import train
+    from stylestream.train.optimize import OptimizeConfig, check_config
+
+    real_import = builtins.__import__
+
+    def no_scipy(name, *args, **kwargs):
+        if name.startswith("scipy"):
+            raise ImportError("No module named 'scipy'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_scipy)
+    with pytest.raises(ConfigError, match="optimizer lbfgsb needs SciPy .*pip install scipy"):
+        train(make_cfg(optimizer="lbfgsb"))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="optimizer lbfgsb needs SciPy"):
+        check_config(OptimizeConfig(content=tmp_path, style=tmp_path, out=tmp_path / "o.png", optimizer="lookahead-lbfgsb"))

@@ -1,4 +1,4 @@
-"""`stylestream sweep` on tiny data: random VGG, 32 px crops, 3 steps per run."""
+"""`stylestream sweep` on tiny data: random VGG, 32 px crops, 3 steps per run (or 1 epoch)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from PIL import Image
 
 from stylestream.cli import main
 from stylestream.registry import Entry
+from stylestream.train.figures import grid_layout, label_height, tile_box
 from stylestream.train.optimizers import OPTIMIZERS
-from stylestream.train.sweep_report import grid_layout, tile_box
+from stylestream.train.sweep_figures import run_label
+from stylestream.train.sweep_report import RunResult, default_setting
 
 TINY = ["--steps", "3", "--image-size", "32", "--vgg-weights", "random", "--no-amp", "--no-progress"]
 
@@ -28,26 +30,50 @@ def first_total(run_dir: Path) -> float:
         return float(next(csv.DictReader(f))["total"])
 
 
-def test_sweep_of_four_optimizers_writes_report_plots_and_grid(tiny_data, style_path, tmp_path, capsys):
+def assert_tile_shows(grid_path: Path, runs: list[dict], i: int, image_path: Path) -> None:
+    """Tile i of a grid (content, style, then `runs` in order) is that image (JPEG tolerance)."""
+    labels = ["content", "style"] + [run_label(RunResult.from_json(r)) for r in runs]
+    label_h = label_height(labels, 256)
+    cols, width, height = grid_layout(len(labels), 256, label_h, columns=min(len(labels), 5))
+    with Image.open(grid_path) as im:
+        assert im.format == "JPEG" and im.size == (width, height)
+        grid = np.asarray(im.convert("RGB")).astype(np.float32)
+    left, top, right, bottom = tile_box(i, cols, 256, label_h)
+    with Image.open(image_path) as st:
+        st = st.convert("RGB")
+        w, h = round(st.width * 256 / max(st.size)), round(st.height * 256 / max(st.size))
+        expect = np.asarray(st.resize((w, h), Image.Resampling.LANCZOS)).astype(np.float32)
+    y0 = (256 - h) // 2
+    assert np.abs(grid[top:bottom, left:right][y0:y0 + h, :w] - expect).mean() < 12
+
+
+def test_sweep_of_four_optimizers_writes_report_plots_and_grids(tiny_data, style_path, tmp_path, capsys, caplog):
     out = tmp_path / "sweep"
     opts = ["adam", "rmsprop", "adagrad", "nadam"]
     assert sweep(tiny_data, style_path, out, "--optimizers", ",".join(opts), "--batch-sizes", "2") == 0
-    printed = capsys.readouterr().out
-    assert "random" in printed and "report:" in printed
+    captured = capsys.readouterr()
+    assert "report:" in captured.out and "precision: float32" in captured.out
+    said = captured.out + captured.err + "\n".join(r.getMessage() for r in caplog.records)
+    assert said.count("random (seeded") == 1  # the notice, once
 
     report = (out / "report.md").read_text()
     for name in opts:
         assert f"| {name} |" in report
     assert "same initial weights" in report and "same order" in report  # the fairness statement
+    assert "equal in optimizer steps (3 per run)" in report  # --steps: what is equal, said so
     assert "Random VGG-16 weights" in report  # never passed off as a trained result
+    assert "precision float32" in report and "torch " in report and "numpy " in report  # how it computed
 
     data = json.loads((out / "report.json").read_text())
+    assert data["meta"]["precision"] == "float32" and set(data["meta"]["versions"]) >= {"torch", "numpy"}
     runs = {r["optimizer"]: r for r in data["runs"]}
     assert sorted(runs) == sorted(opts) and sorted(data["ranking"]) == sorted(opts)
     for r in runs.values():
-        assert r["status"] == "ok" and r["steps"] == r["total_steps"] == 3
+        assert r["status"] == "ok" and r["steps"] == r["total_steps"] == 3 and r["images_seen"] > 0
         assert r["loss"] > 0 and r["eval_loss"] > 0 and r["train_time_s"] > 0
         assert r["content"] + r["style"] == pytest.approx(r["loss"], rel=1e-4)  # tv weight is 0
+        card = json.loads((out / r["name"] / "card.json").read_text())
+        assert card["amp"] == "off" and card["settings"]["style_size"] == 0  # the study's: fp32, style as is
     evals = [runs[name]["eval_loss"] for name in data["ranking"]]
     assert evals == sorted(evals)  # ranked by eval loss
     assert data["meta"]["train_images"] + data["meta"]["eval_images"] == 6  # held out, never trained on
@@ -56,26 +82,65 @@ def test_sweep_of_four_optimizers_writes_report_plots_and_grid(tiny_data, style_
     starts = [first_total(out / r["name"]) for r in runs.values()]
     assert max(starts) - min(starts) <= 1e-4 * max(starts)
 
-    with Image.open(out / "losses.png") as im:
-        assert im.format == "PNG" and im.size == (800, 500)
-        arr = np.asarray(im.convert("RGB"))
-        assert arr.std() > 5  # curves drawn, not a blank canvas
+    for name in ("losses.png", "losses_best.png"):
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and im.size == (1050, 500)  # the plot, and its legend beside it
+            assert np.asarray(im.convert("RGB")).std() > 5  # curves drawn, not a blank canvas
 
-    # grid: content, style, then one labelled tile per optimizer (best setting), 5 per row
-    cols, width, height = grid_layout(2 + len(opts), 256)
-    with Image.open(out / "grid.jpg") as im:
-        assert im.format == "JPEG" and im.size == (width, height)
-        grid = np.asarray(im.convert("RGB")).astype(np.float32)
-    for i, name in enumerate(data["ranking"], start=2):
-        l, t, r, b = tile_box(i, cols, 256)
-        tile = grid[t:b, l:r]
-        with Image.open(out / runs[name]["stylized"]) as st:
-            st = st.convert("RGB")
-            w, h = round(st.width * 256 / max(st.size)), round(st.height * 256 / max(st.size))
-            expect = np.asarray(st.resize((w, h), Image.Resampling.LANCZOS)).astype(np.float32)
-        y0 = (256 - h) // 2
-        assert np.abs(tile[y0:y0 + h, :w] - expect).mean() < 12  # that run's image (JPEG tolerance)
+    # grid.jpg: content, style, then every optimizer at the default setting (here the only one), in the
+    # order given; grid_best.jpg: the best run of each, best first
+    for grid, order in (("grid.jpg", opts), ("grid_best.jpg", data["ranking"])):
+        for i, name in enumerate(order, start=2):
+            assert_tile_shows(out / grid, [runs[o] for o in order], i, out / runs[name]["stylized"])
     assert not (out / "heatmaps").exists()  # one lr and one batch size: no grid to map
+
+
+def test_default_setting_figures_and_per_run_steps_with_epochs(tiny_data, style_path, tmp_path):
+    """--epochs: equal images, unequal steps (each run's listed); grid.jpg/losses.png hold every optimizer at
+    the default setting (η 1e-3; bs 2, closest to the study's 4), grid_best.jpg each optimizer's best."""
+    out = tmp_path / "sweep"
+    args = ["sweep", "--style", str(style_path), "--data", str(tiny_data), "--out", str(out), "--epochs", "1",
+            "--image-size", "32", "--vgg-weights", "random", "--no-progress", "--optimizers", "adam,rmsprop",
+            "--lrs", "0.001,0.01", "--batch-sizes", "1,2"]  # fmt: skip
+    assert main(args) == 0
+    data = json.loads((out / "report.json").read_text())
+    runs = {r["name"]: r for r in data["runs"]}
+    # 5 training images: 5 steps of 1, 3 of 2 (the last one of 1 image); the same 5 images either way
+    for name, r in runs.items():
+        assert r["total_steps"] == (5 if name.endswith("bs1") else 3) and r["images_seen"] == 5
+    report = (out / "report.md").read_text()
+    assert "equal in epochs" in report and "bs 1: 5 steps; bs 2: 3 steps" in report
+    assert "| `adam/lr0.001-bs1` |" in report and "| 5/5 | 5 |" in report and "| 3/3 | 5 |" in report
+    assert data["meta"]["default_setting"] == [0.001, 2] and "η=0.001, bs=2" in report
+
+    default = [runs[f"{name}/lr0.001-bs2"] for name in ("adam", "rmsprop")]
+    best = [runs[data["best"][name]] for name in data["ranking"]]
+    for i, r in enumerate(default, start=2):
+        assert_tile_shows(out / "grid.jpg", default, i, out / r["stylized"])
+    for i, r in enumerate(best, start=2):
+        assert_tile_shows(out / "grid_best.jpg", best, i, out / r["stylized"])
+    assert {p.name for p in (out / "heatmaps").iterdir()} == {"adam.png", "rmsprop.png"}
+
+
+def test_loss_curves_against_images_seen_when_batch_sizes_differ(tiny_data, style_path, tmp_path):
+    from stylestream.train.sweep_figures import loss_curves
+
+    out = tmp_path / "sweep"
+    assert sweep(tiny_data, style_path, out, "--optimizers", "adam", "--batch-sizes", "1,2") == 0
+    data = json.loads((out / "report.json").read_text())
+    runs = [RunResult.from_json(r) for r in data["runs"]]
+    curves, xlabel = loss_curves(out, runs)
+    assert xlabel == "images seen"
+    xs = {label.split("bs=")[1]: x.tolist() for label, (x, _) in curves.items()}
+    assert xs == {"1": [1, 2, 3], "2": [2, 4, 5]}  # 5 training images: the third batch of 2 holds one
+    same_bs, xlabel = loss_curves(out, [r for r in runs if r.batch_size == 2])
+    assert xlabel == "step" and next(iter(same_bs.values()))[0].tolist() == [1, 2, 3]
+
+
+def test_default_setting_is_the_studys_or_the_closest_swept():
+    assert default_setting([0.1, 0.01, 0.001, 0.0001], [1, 2, 4, 8]) == (0.001, 4)
+    assert default_setting([0.1, 0.01], [1, 2]) == (0.01, 2)
+    assert default_setting([1e-4], [8]) == (1e-4, 8)
 
 
 class _NaNWeights(torch.optim.SGD):
@@ -100,6 +165,20 @@ class _CrashAtStep2(torch.optim.Adam):
         return super().step(closure)
 
 
+class _ConstantOutput(torch.optim.Adam):
+    """Test optimizer: a real Adam step, then weights that make the net put out one colour, (254, 0, 0)
+    (what adam, adagrad and rprop at lr 0.01 ended at with the tanh head)."""
+
+    def step(self, closure=None):
+        loss = super().step(closure)
+        with torch.no_grad():
+            params = [p for g in self.param_groups for p in g["params"]]
+            for p in params:
+                p.zero_()
+            params[-1].copy_(torch.tensor([254.0, 0.0, 0.0]))  # the last conv's bias
+        return loss
+
+
 @pytest.fixture
 def test_optimizers(monkeypatch):
     monkeypatch.setitem(OPTIMIZERS._entries, "nan-test",
@@ -107,6 +186,25 @@ def test_optimizers(monkeypatch):
     monkeypatch.setitem(OPTIMIZERS._entries, "crash-test",
                         Entry("crash-test", lambda params, lr, **kw: _CrashAtStep2(params, lr=lr), "test"))
     monkeypatch.setattr(_CrashAtStep2, "armed", True)
+    monkeypatch.setitem(OPTIMIZERS._entries, "const-test",
+                        Entry("const-test", lambda params, lr, **kw: _ConstantOutput(params, lr=lr), "test"))
+
+
+def test_a_run_whose_net_puts_out_a_constant_image_is_collapsed(tiny_data, style_path, tmp_path, test_optimizers):
+    out = tmp_path / "sweep"
+    assert sweep(tiny_data, style_path, out, "--optimizers", "adam,const-test", "--lrs", "0.001,0.01",
+                 "--batch-sizes", "2") == 0  # fmt: skip
+    data = json.loads((out / "report.json").read_text())
+    status = {r["name"]: r["status"] for r in data["runs"]}
+    assert status == {"adam/lr0.001-bs2": "ok", "adam/lr0.01-bs2": "ok",
+                      "const-test/lr0.001-bs2": "collapsed", "const-test/lr0.01-bs2": "collapsed"}  # fmt: skip
+    assert data["ranking"] == ["adam"]  # a constant image is not a result to rank
+    with Image.open(out / "const-test/lr0.001-bs2/stylized.jpg") as im:
+        pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    assert np.abs(pixels.mean(axis=0) - [254, 0, 0]).max() < 3 and pixels.std(axis=0).max() < 2
+    report = (out / "report.md").read_text()
+    assert "`const-test/lr0.001-bs2`: collapsed at step 3/3: its output is a constant image, colour (254, 0, 0)" in report
+    assert (out / "heatmaps" / "const-test.png").is_file()
 
 
 def test_diverged_and_crashed_runs_are_recorded_and_resume_finishes_the_rest(

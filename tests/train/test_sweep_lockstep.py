@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from stylestream.models import load_model
+from stylestream.train.config import ConfigError
 from stylestream.train.lockstep import make_shared, train_lockstep
-from stylestream.train.loop import ConfigError, train
+from stylestream.train.loop import train
 
 
 def totals(run_dir: Path) -> list[float]:
@@ -84,3 +85,77 @@ def test_lockstep_runs_follow_the_folder_rules_of_train(make_cfg, tmp_path, capl
     (oc,) = train_lockstep([make_cfg(out=str(tmp_path / "ls"), steps=3, overwrite=True)], make_shared(cfg),
                            progress=False)  # fmt: skip
     assert oc.step == 3 and len(totals(tmp_path / "ls")) == 3
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_model(Path(run_dir) / "model.pt").state_dict()
+
+
+def test_train_is_a_lockstep_group_of_one(make_cfg, tmp_path):
+    kw = {"steps": 4, "optimizer": "lookahead", "schedule": "cosine", "lr": 2e-3, "checkpoint_every": 2}
+    alone = train(make_cfg(out=str(tmp_path / "train"), **kw))
+    cfg = make_cfg(out=str(tmp_path / "group"), **kw)
+    (oc,) = train_lockstep([cfg], make_shared(cfg), progress=False)
+    assert alone.status == oc.status == "ok" and alone.step == oc.step == 4
+    assert totals(tmp_path / "train") == totals(tmp_path / "group")
+    a, b = weights(tmp_path / "train"), weights(tmp_path / "group")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    same = ("kind", "status", "vgg_weights", "device", "amp", "dataset", "style_image", "total_steps", "step")
+    assert {k: alone.card[k] for k in same} == {k: oc.card[k] for k in same}
+
+
+def test_ctrl_c_mid_group_checkpoints_each_run_at_its_own_last_step(make_cfg, tmp_path):
+    """Ctrl-C after the first run's step 2 and before the second's: each checkpoint holds the steps its
+    run really took, and resuming each gives the weights of the group that was never stopped."""
+    settings = (("a", "adam", 1e-2), ("b", "rmsprop", 1e-3))
+
+    def cfgs(prefix: str, **kw) -> list:
+        return [make_cfg(out=str(tmp_path / f"{prefix}-{name}"), optimizer=opt, lr=lr, steps=4, **kw)
+                for name, opt, lr in settings]  # fmt: skip
+
+    train_lockstep(cfgs("straight"), make_shared(cfgs("straight")[0]), progress=False)
+
+    def interrupt(cfg, step, losses):
+        if cfg.optimizer == "adam" and step == 2:
+            raise KeyboardInterrupt
+
+    stopped = cfgs("stopped")
+    with pytest.raises(KeyboardInterrupt):
+        train_lockstep(stopped, make_shared(stopped[0]), progress=False, on_step=interrupt)
+    steps = [torch.load(Path(c.out) / "checkpoint.pt", weights_only=True)["step"] for c in stopped]
+    assert steps == [2, 1]
+    with pytest.raises(ConfigError, match=r"resume from different steps: \[1, 2\]"):
+        train_lockstep(cfgs("stopped", resume=True), make_shared(stopped[0]), progress=False)
+    for cfg in cfgs("stopped", resume=True):  # one group each, as a resumed sweep groups them
+        (oc,) = train_lockstep([cfg], make_shared(cfg), progress=False)
+        assert oc.status == "ok" and oc.step == 4
+    for name, _, _ in settings:
+        a, b = weights(tmp_path / f"straight-{name}"), weights(tmp_path / f"stopped-{name}")
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+        assert totals(tmp_path / f"straight-{name}") == totals(tmp_path / f"stopped-{name}")
+
+
+def test_lockstep_checkpoint_holds_and_restores_the_cuda_rng(make_cfg, tmp_path, monkeypatch):
+    """With CUDA in use its generators are saved and restored with the others. This machine has no GPU,
+    so CUDA's generator state is faked: saved from get_rng_state_all, handed back to set_rng_state_all."""
+    cuda_state = [torch.arange(16, dtype=torch.uint8)]
+    restored: list = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [t.clone() for t in cuda_state])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append(list(states)))
+
+    def interrupt(cfg, step, losses):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    cfg = make_cfg(out=str(tmp_path / "run"), steps=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_lockstep([cfg], make_shared(cfg), progress=False, on_step=interrupt)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["rng"]
+    assert set(saved) == {"torch", "python", "cuda"} and torch.equal(saved["cuda"][0], cuda_state[0])
+
+    cuda_state[0] = torch.zeros(16, dtype=torch.uint8)  # the generator moved on since the checkpoint
+    (oc,) = train_lockstep([make_cfg(out=str(tmp_path / "run"), steps=3, resume=True)], make_shared(cfg),
+                           progress=False)  # fmt: skip
+    assert oc.status == "ok" and oc.step == 3
+    assert len(restored) == 1 and torch.equal(restored[0][0], torch.arange(16, dtype=torch.uint8))

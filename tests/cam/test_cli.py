@@ -47,7 +47,10 @@ def test_cam_max_frames_stops_early(media, tmp_path, capsys):
         (["--style", "no-such-style", "--output", "o.mp4"], "unknown style 'no-such-style'; choose one of: original"),
         (["--style", "edges", "--input", "63", "--output", "o.mp4"], "no camera at index 63"),
         (["--style", "edges", "--input", "missing.mp4", "--output", "o.mp4"], "input 'missing.mp4' not found"),
-        (["--style", "edges", "--size", "big", "--output", "o.mp4"], "size must look like WIDTHxHEIGHT"),
+        (["--style", "edges", "--size", "big", "--output", "o.mp4"], "argument --size: expected WIDTHxHEIGHT"),
+        (["--style", "edges", "--size", "641x480", "--output", "o.mp4"], "--size 641x480: width and height must"),
+        (["--style", "edges", "--size", "8x8", "--output", "o.mp4"], "must be even and at least 16"),
+        (["--style", "edges", "--max-side", "8", "--output", "o.mp4"], "argument --max-side: must be at least 16"),
         (["--style", "edges", "--param", "strength", "--output", "o.mp4"], "--param must look like NAME=VALUE"),
         (["--style", "edges", "--param", "zoom=2", "--output", "o.mp4"], "has no parameter(s) ['zoom']"),
         (["--style", "edges", "--plugins", "no/such/dir", "--output", "o.mp4"], "--plugins no/such/dir"),
@@ -75,3 +78,16 @@ def test_cam_virtual_camera_without_backend(media, monkeypatch, capsys):
     rc, _, err = run_cli(capsys, "--style", "edges", "--input", str(media / "video" / "webcam_hungry.mkv"),
                          "--virtual-camera", "--vcam-device", "/dev/video99")  # fmt: skip
     assert rc == 2 and "/dev/video99 does not exist" in err and "modprobe v4l2loopback" in err
+
+
+def test_cam_no_user_plugins_leaves_the_user_folder_out(media, tmp_path, monkeypatch, capsys):
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "broken.onnx").write_bytes(b"not a model")  # reported as skipped whenever the folder is read
+    monkeypatch.setenv("STYLESTREAM_PLUGINS", str(user))
+    argv = ["--style", "original", "--input", str(media / "video" / "webcam_hungry.mkv"), "--size", "160x120",
+            "--every-frame", "--max-frames", "2", "--output", str(tmp_path / "o.mp4")]  # fmt: skip
+    rc, _, err = run_cli(capsys, *argv)
+    assert rc == 0 and "skipped plugin" in err and "broken.onnx" in err
+    rc, _, err = run_cli(capsys, *argv, "--no-user-plugins")
+    assert rc == 0 and "skipped plugin" not in err

@@ -1,4 +1,4 @@
-"""`stylestream cam` without camera hardware: real clips through the real engine into recording,
+"""The cam pipeline without camera hardware: real clips through the real engine into recording,
 virtual-camera (pyvirtualcam with a test backend) and preview (scripted keys) sinks."""
 
 from __future__ import annotations
@@ -11,24 +11,13 @@ import av
 import numpy as np
 import pytest
 
+from stylestream.cam import CamError
+from stylestream.cam.frames import FrameMeta
+from stylestream.cam.pipeline import CamPipeline, LatestFrameSlot
+from stylestream.cam.preview import PreviewSink, display_problem, draw_overlay, key_command
+from stylestream.cam.sinks import RecordingSink, VideoFileSink, VirtualCameraSink, virtual_camera_hint
+from stylestream.cam.sources import AVSource, open_source
 from stylestream.plugins import Engine, discover_plugins
-from stylestream.stream.cam import (
-    AVSource,
-    CamError,
-    CamPipeline,
-    FrameMeta,
-    LatestFrameSlot,
-    PreviewSink,
-    RecordingSink,
-    VideoFileSink,
-    VirtualCameraSink,
-    display_problem,
-    draw_overlay,
-    key_command,
-    open_source,
-    parse_size,
-    virtual_camera_hint,
-)
 
 SIZE = (160, 120)  # tiny frames keep the 2-core CI fast
 
@@ -312,13 +301,6 @@ def test_preview_without_display_or_gui_says_why():
     assert re.search(r"GUI:\s+NONE", cv2.getBuildInformation()), "expected a headless OpenCV build"
     with pytest.raises(CamError, match="pip install opencv-python"):
         PreviewSink(gui=cv2).start(160, 120, 30.0)
-
-
-def test_parse_size():
-    assert parse_size("1280x720") == (1280, 720)
-    for bad in ("1280", "axb", "8x8", "641x480"):
-        with pytest.raises(ValueError):
-            parse_size(bad)
 
 
 def test_video_file_sink_writes_a_playable_file(tmp_path):
