@@ -90,7 +90,7 @@ def run_benchmark(model_path: str | Path, formats: list[str], sizes: list[tuple[
     "latency": {"WxH": {"median_ms", "min_ms", "reps"}}}], "gflops": {"WxH": float}}; `sizes` are (H, W)."""
     import torch
 
-    from stylestream.export.exporter import _load, export, preflight
+    from stylestream.export.exporter import export, load_export_model, preflight
     from stylestream.export.options import ExportOptions
     from stylestream.export.verify import psnr
     from stylestream.media import MediaError, default_images, fit, load_frames, to_nchw
@@ -100,7 +100,7 @@ def run_benchmark(model_path: str | Path, formats: list[str], sizes: list[tuple[
         log.warning("reps=%d: fewer than the 20 runs the published tables use", reps)
     sizes = sizes or DEFAULT_SIZES
     model_path = Path(model_path)
-    model = _load(model_path)
+    model = load_export_model(model_path)
     try:
         frame = load_frames(images or calibration or default_images(), 1)[0]
     except MediaError as exc:

@@ -48,7 +48,8 @@ class ExportResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _load(model_path: Path) -> Any:
+def load_export_model(model_path: Path) -> Any:
+    """The model as exports and the benchmark see it: loaded and clamped to [0, 255] (a Clip in ONNX)."""
     from stylestream.models import ModelLoadError, inference_model, load_model
 
     try:
@@ -156,7 +157,7 @@ def _export(model_path: str | Path, fmt_name: str, out: str | Path, options: Exp
     fmt = FORMATS[fmt_name]
     model_path, out = Path(model_path), Path(out)
     preflight(fmt, options)
-    model = model if model is not None else _load(model_path)
+    model = model if model is not None else load_export_model(model_path)
     source_card = dict(getattr(model, "stylestream_card", {}) or {})
     precision = fmt.precision or options.precision
 
@@ -270,7 +271,7 @@ def export_all(model_path: str | Path, out_dir: str | Path, options: ExportOptio
     model_path, out_dir = Path(model_path), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir}: --format all writes a folder, but this is a file")
-    model = _load(model_path)
+    model = load_export_model(model_path)
     stem = options.name or base_name(model_path, dict(getattr(model, "stylestream_card", {}) or {}))
     results = []
     for name in formats or format_names():

@@ -5,6 +5,7 @@ A style that raises does not end its session, and does not disturb the other one
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import numpy as np
@@ -88,7 +89,9 @@ def test_latency_stays_bounded_under_overload_and_a_failing_style_passes_frames_
 
     s = out["slow"]
     assert s["dropped"] > 300 and s["frames_in"] > 500, s
-    assert f'stylestream_frames_dropped_total{{style="slow-invert"}} {float(s["dropped"])}' in out["metrics"]
+    # /metrics is read just after the session's JSON, while frames keep arriving: the same count or a little more
+    m = re.search(r'stylestream_frames_dropped_total\{style="slow-invert"\} ([0-9.]+)', out["metrics"])
+    assert m and s["dropped"] <= float(m.group(1)) <= s["dropped"] + 30, (s["dropped"], m and m.group(1))
     assert max(out["health"]) < 0.25, f"event loop stalled: /healthz took {max(out['health']):.2f}s"
 
     b = out["broken"]
