@@ -158,6 +158,10 @@ def run_benchmark(model_path: str | Path, formats: list[str], sizes: list[tuple[
                 except ExportError as exc:
                     result["rows"].append({"format": name, "skipped": str(exc)})
                     break
+                not_run = fmt.not_run_reason(opts)  # exports here, runs elsewhere (Core ML off macOS)
+                if not_run:
+                    result["rows"].append({"format": name, "skipped": f"{name} does not run here: {not_run}"})
+                    break
                 out = Path(tmp) / (name if fmt.is_folder else f"m{fmt.tag}{'-' + key if key else ''}{fmt.suffix}")
                 res = export(model_path, name, out, opts, model=model)
                 files = [p for p in res.path.rglob("*") if p.is_file()] if res.path.is_dir() else fmt.files(res.path)

@@ -4,11 +4,10 @@ verified against PyTorch, with a model card beside each file."""
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
-from stylestream.cli_types import size_wxh
+from stylestream.cli_types import size_wxh, sizes_wxh
 from stylestream.export.formats import FLOORS, PRECISIONS, TRITON_BACKENDS, export_formats, format_names
 
 HELP = "export a trained model to ONNX (FP32/FP16/INT8), TensorRT, TorchScript or Triton"
@@ -30,13 +29,6 @@ examples:
 """
 
 
-def _hw(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 480x640), got {text!r}")
-    return int(m.group(1)), int(m.group(2))
-
-
 def _batch(text: str) -> int | None:
     if text == "dynamic":
         return None
@@ -45,15 +37,17 @@ def _batch(text: str) -> int | None:
     raise argparse.ArgumentTypeError(f"expected a batch size >= 1 or 'dynamic', got {text!r}")
 
 
-def _sizes(text: str) -> list[tuple[int, int]]:
-    return [_hw(t) for t in text.split(",") if t.strip()]
-
-
 def _profile(text: str) -> tuple[tuple[int, int], ...]:
+    """'64x64:640x480:1920x1080' (width x height each) -> three (H, W) shapes, as TensorRT takes them."""
     parts = text.split(":")
     if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected MIN:OPT:MAX sizes like 64x64:480x640:1080x1920, got {text!r}")
-    return tuple(_hw(p) for p in parts)
+        raise argparse.ArgumentTypeError(f"expected MIN:OPT:MAX sizes like 64x64:640x480:1920x1080, got {text!r}")
+    return tuple(size_wxh(p)[::-1] for p in parts)
+
+
+def _sizes_hw(text: str) -> list[tuple[int, int]]:
+    """'320x240,243x181' (width x height) -> [(240, 320), (181, 243)]: (H, W) as the exporter takes them."""
+    return [wh[::-1] for wh in sizes_wxh(text)]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where verification runs (default cpu)")
     p.add_argument("--workspace", type=float, default=4.0, metavar="GB", help="TensorRT builder workspace (4 GB)")
     p.add_argument("--trt-profile", type=_profile, metavar="MIN:OPT:MAX", default=None,
-                   help="TensorRT H x W profile (default 64x64:480x640:1080x1920)")
+                   help="TensorRT size profile, width x height each (default 64x64:640x480:1920x1080)")
     p.add_argument("--triton-backend", choices=list(TRITON_BACKENDS), default="onnxruntime",
                    help="triton: model.onnx for the onnxruntime backend, a TensorRT model.plan, or python: "
                         "model.onnx run by ONNX Runtime in a small model.py, for Triton builds without the "
@@ -82,8 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip verification against PyTorch (not recommended)")
     p.add_argument("--verify-images", type=Path, metavar="DIR|VIDEO|IMAGE",
                    help="real images to verify on (default: --calibration, else a photo shipped with matplotlib)")
-    p.add_argument("--verify-sizes", type=_sizes, default=None, metavar="HxW,HxW",
-                   help="verification sizes (default 240x320,181x243)")
+    p.add_argument("--verify-sizes", type=_sizes_hw, default=None, metavar="WxH,WxH",
+                   help="verification sizes, width x height (default 320x240,243x181)")
     p.add_argument("--name", help="style name in the card (default: output file name)")
     p.add_argument("--title", help="human title in the card")
     p.add_argument("--description", help="description in the card")
@@ -96,7 +90,7 @@ def _print_result(r) -> None:
     v = r.verification
     if v and not v.get("skipped"):
         for s in v["sizes"]:
-            print(f"       {s['size'][0]}x{s['size'][1]}: PSNR {s['psnr_db']} dB, max |err| {s['max_abs_error']}"
+            print(f"       {s['size'][1]}x{s['size'][0]}: PSNR {s['psnr_db']} dB, max |err| {s['max_abs_error']}"
                   f"  (floor {v['floor_db']:g} dB, {v['runtime']})")
     if r.message:
         print(f"       {r.message}")

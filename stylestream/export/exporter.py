@@ -71,7 +71,7 @@ def preflight(fmt: Format, options: ExportOptions) -> None:
         )
     for h, w in [options.static] if options.static else []:
         if min(h, w) < 16:
-            raise ExportError(f"--static {h}x{w}: both sides must be >= 16 px")
+            raise ExportError(f"--static {w}x{h}: both sides must be >= 16 px")
     if options.batch is not None and options.batch < 1:
         raise ExportError(f"--batch must be >= 1 or 'dynamic', got {options.batch}")
 
@@ -102,6 +102,9 @@ def _install(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     apply_file_modes(src)  # the scratch folder is 0700, and files made with mkstemp 0600
     if src.is_dir():
+        if dest.exists() and not dest.is_dir():
+            raise ExportError(f"{dest} is a file; this format writes a folder there (remove it or choose "
+                              "another name)")  # fmt: skip
         old = dest.with_name(f".{dest.name}.old")
         if dest.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -177,7 +180,14 @@ def _export(model_path: str | Path, fmt_name: str, out: str | Path, options: Exp
 
         verification: dict[str, Any] | None = None
         arrays = None
-        if options.verify:
+        not_run = fmt.not_run_reason(options) if options.verify else None
+        if not_run:  # Core ML off macOS: the builder's structural check is all there is; the card says so
+            verification = {"skipped": True, "run": False, "floor_db": fmt.floor(precision), "sizes": [],
+                            "reason": f"not run here: {not_run}; only its structure was checked (names, "
+                                      f"shapes, precision), no PSNR was measured; export on {fmt.runs_on} to "
+                                      "verify it"}  # fmt: skip
+            log.info("%s export NOT verified: %s", fmt.name, verification["reason"])
+        elif options.verify:
             from stylestream.export.verify import save_comparison, verify
 
             frames, frames_source = _verification_frames(options)
@@ -207,7 +217,7 @@ def _export(model_path: str | Path, fmt_name: str, out: str | Path, options: Exp
             installed.append(to)
         dest.with_name(f"{dest.stem if not folder else dest.name}.rejected.png").unlink(missing_ok=True)
 
-    card_file = card_path(dest)
+    card_file = card_path(dest) if folder else dest.with_suffix(".json")  # NAME.json beside NAME.mlpackage too
     extras: dict[str, str] = {}
     if arrays is not None:
         from stylestream.export.verify import save_comparison, save_thumbnail
@@ -227,8 +237,8 @@ def _export(model_path: str | Path, fmt_name: str, out: str | Path, options: Exp
         f"{cfg.get('arch', 'style')} network, {fmt.name} ({precision})"
         + (f", style {Path(str(source_card['style'])).name}" if source_card.get("style") else "")
     )
-    size_bytes = (sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) if folder else
-                  sum(p.stat().st_size for p in fmt.files(dest)))  # fmt: skip
+    size_bytes = sum(p.stat().st_size for f in ([dest] if folder else fmt.files(dest))  # a folder: its files
+                     for p in (f.rglob("*") if f.is_dir() else [f]) if p.is_file())  # fmt: skip
     card = {
         "name": name, "title": title, "description": description, "thumbnail": extras.get("thumbnail"),
         "format": fmt.name, "precision": precision, "file": dest.name, "file_size_bytes": size_bytes,
@@ -248,11 +258,12 @@ def _export(model_path: str | Path, fmt_name: str, out: str | Path, options: Exp
 
     card["stylestream_version"] = __version__
     write_card(card_file, card)
-    return ExportResult(fmt.name, "ok", dest, card_file, verification, seconds=time.perf_counter() - t0)
+    return ExportResult(fmt.name, "ok", dest, card_file, verification, seconds=time.perf_counter() - t0,
+                        message=f"NOT verified: {verification['reason']}" if not_run else "")  # fmt: skip
 
 
 def _sizes_text(v: dict[str, Any]) -> str:
-    return ", ".join(f"{s['size'][0]}x{s['size'][1]}: {s['psnr_db']} dB (max |err| {s['max_abs_error']})"
+    return ", ".join(f"{s['size'][1]}x{s['size'][0]}: {s['psnr_db']} dB (max |err| {s['max_abs_error']})"
                      for s in v["sizes"])  # fmt: skip
 
 

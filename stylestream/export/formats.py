@@ -87,6 +87,7 @@ LITERT_EXPORT = Requirement("litert", ("litert_torch", "ai_edge_litert"))
 LITERT = Requirement("litert", ("ai_edge_litert",))  # the interpreter that runs .tflite files
 NCNN_EXPORT = Requirement("ncnn", ("pnnx", "ncnn"))
 NCNN = Requirement("ncnn", ("ncnn",))
+COREML = Requirement("coreml", ("coremltools",))  # converts anywhere; its runtime backend runs only on macOS
 
 
 @dataclass(frozen=True)
@@ -102,11 +103,13 @@ class Format:
     check: str | None = None  # "module:function"(options): preflight of the options only this format reads
     verify_with: str | None = None  # "module:function"(artifact, options) -> (backend, file), when the
     # artefact is not itself a file `backend` runs (a Triton repository)
-    marker: str = ""  # a folder format: the file inside that identifies one
+    marker: str = ""  # the file inside that identifies a folder format, or a folder with the suffix (.mlpackage)
     not_served: str = ""  # for backend None: the one-line why, and what to do instead
     companions: tuple[str, ...] = ()  # suffixes of files that belong beside the main one (OpenVINO's .bin):
     # written, moved, sized and removed with it
     fixed_size: bool = False  # exports one input size (--static required); the benchmark exports it per size
+    runs_on: str = ""  # where `backend` runs, when not everywhere the format exports (Core ML: "macOS");
+    # elsewhere the builder's structural check is all there is, and the card says verification was not run
     help: str = ""
 
     @property
@@ -148,6 +151,16 @@ class Format:
             return self.resolve(self.verify_with)(artifact, options)
         assert self.backend is not None, f"format {self.name} needs a backend or verify_with"
         return self.backend, artifact
+
+    def not_run_reason(self, options: ExportOptions) -> str | None:
+        """Why this machine cannot run exports of a `runs_on` row (its backend's reason: Core ML off macOS),
+        so verification and the benchmark do not run them; None where they run (and for every other row,
+        whose preflight already refuses what is missing)."""
+        if not self.runs_on or self.backend is None:
+            return None
+        from stylestream.runtime import BACKENDS  # the runtime imports this table: imported on use
+
+        return BACKENDS[self.backend].unavailable_reason(options.device)
 
     def default_path(self, out_dir: Path, stem: str) -> Path:
         return out_dir / f"{stem}{self.tag}{self.suffix}"
@@ -225,6 +238,12 @@ _add(Format("litert-int8", (".tflite",), "-litert-int8", "int8", _P + "litert:bu
 _add(Format("ncnn", (".param",), "-ncnn", "fp16", _P + "ncnn:build_ncnn", "ncnn", requires=NCNN_EXPORT,
             fixed_size=True, companions=(".bin",),
             help="ncnn model (.param + .bin, FP16 weight storage) through pnnx; needs --static"))
+_add(Format("coreml", (".mlpackage",), "-coreml", "fp16", _P + "coreml:build_coreml", "coreml", requires=COREML,
+            marker="Manifest.json", runs_on="macOS",
+            help="Core ML ML Program (.mlpackage folder), FP16, flexible H x W; verified on macOS only"))
+_add(Format("coreml-fp32", (".mlpackage",), "-coreml-fp32", "fp32", _P + "coreml:build_coreml_fp32", "coreml",
+            requires=COREML, marker="Manifest.json", runs_on="macOS",
+            help="Core ML ML Program computed in FP32 (CPU/GPU; the Neural Engine runs FP16 only)"))
 # fmt: on
 
 
@@ -252,11 +271,13 @@ def served_by(backend: str) -> list[str]:
 
 
 def format_of(path: Path) -> Format | None:
-    """The row a model file or folder belongs to: by suffix, or a folder format by its marker file;
-    None when it is neither (rows stylestream does not serve are returned too, for their message)."""
+    """The row a model file or folder belongs to: by suffix, or a folder by its marker file (and its
+    suffix, for rows with one: NAME.mlpackage/Manifest.json); None when it is neither (rows stylestream
+    does not serve are returned too, for their message)."""
     path = Path(path)
     if path.is_dir():
-        return next((e.obj for e in FORMATS if e.obj.marker and (path / e.obj.marker).is_file()), None)
+        return next((e.obj for e in FORMATS if e.obj.marker and (path / e.obj.marker).is_file()
+                     and (not e.obj.suffixes or path.suffix in e.obj.suffixes)), None)  # fmt: skip
     return next((e.obj for e in FORMATS if path.suffix in e.obj.suffixes), None)
 
 

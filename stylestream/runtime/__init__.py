@@ -14,6 +14,7 @@ from __future__ import annotations
 from stylestream.runtime import torch_backend, onnxruntime_backend, tensorrt_backend, torchscript_backend  # noqa: F401
 from stylestream.runtime import triton_backend  # noqa: F401
 from stylestream.runtime import openvino_backend, executorch_backend, litert_backend, ncnn_backend  # noqa: F401
+from stylestream.runtime import coreml_backend  # noqa: F401
 # isort: on
 from stylestream.runtime.base import BACKENDS, Backend, BackendUnavailable, register
 from stylestream.runtime.loader import auto_order, open_model, pick_backend

@@ -65,8 +65,8 @@ class LiteRTBackend(Backend):
     def run(self, x: np.ndarray) -> np.ndarray:
         n, _, h, w = self.shape
         if x.shape[1:] != self.shape[1:]:
-            raise ValueError(f"{self.path.name} takes {h}x{w} frames (exported with --static {w}x{h}); "
-                             f"got {x.shape[2]}x{x.shape[3]}")  # fmt: skip
+            raise ValueError(f"{self.path.name} takes {w}x{h} frames (exported with --static {w}x{h}); "
+                             f"got {x.shape[3]}x{x.shape[2]}")  # fmt: skip
         x = x.transpose(0, 2, 3, 1) if self.nhwc else x
         x = np.ascontiguousarray(x, dtype=np.float32)
         pad = -len(x) % n  # whole model batches; the repeated frames are dropped after

@@ -60,8 +60,8 @@ class NcnnBackend(Backend):
     def run(self, x: np.ndarray) -> np.ndarray:
         if self.size and tuple(x.shape[2:]) != self.size:
             h, w = self.size
-            raise ValueError(f"{self.path.name} takes {h}x{w} frames (exported with --static {w}x{h}); "
-                             f"got {x.shape[2]}x{x.shape[3]}")  # fmt: skip
+            raise ValueError(f"{self.path.name} takes {w}x{h} frames (exported with --static {w}x{h}); "
+                             f"got {x.shape[3]}x{x.shape[2]}")  # fmt: skip
         x = np.ascontiguousarray(x, dtype=np.float32)
         outs = []
         with self._lock:

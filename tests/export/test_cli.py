@@ -30,7 +30,7 @@ def test_corrupt_and_missing_model_files_are_clear_errors(capsys, tmp_path):
 
 
 def test_unknown_format_lists_choices(capsys, tmp_path):
-    code, _, err = _cli(capsys, tmp_path / "m.pt", "--format", "coreml", "-o", tmp_path / "o")
+    code, _, err = _cli(capsys, tmp_path / "m.pt", "--format", "no-such-format", "-o", tmp_path / "o")
     assert code == 2 and "onnx-int8" in err and "triton" in err
 
 
@@ -58,18 +58,18 @@ def test_failed_verification_exits_nonzero_and_keeps_nothing(capsys, fitted_mode
     monkeypatch.setitem(FLOORS, "fp32", 1000.0)
     out = tmp_path / "style.onnx"
     code, stdout, err = _cli(capsys, fitted_model[0], "--format", "onnx", "-o", out, "--verify-sizes",
-                             "48x64,37x53", "--verify-images", media / "content" / "chicago.jpg")
+                             "64x48,53x37", "--verify-images", media / "content" / "chicago.jpg")
     assert code == 1
-    assert "failed verification" in err and "below the 1000 dB floor" in err and "37x53" in err
+    assert "failed verification" in err and "below the 1000 dB floor" in err and "53x37" in err
     assert "FAIL" in stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["style.rejected.png"]
 
 
 def test_cli_export_writes_file_and_card(capsys, fitted_model, media, tmp_path):
     out = tmp_path / "styles" / "candy.onnx"
-    code, stdout, _ = _cli(capsys, fitted_model[0], "--format", "onnx", "-o", out, "--verify-sizes", "40x48,33x41",
+    code, stdout, _ = _cli(capsys, fitted_model[0], "--format", "onnx", "-o", out, "--verify-sizes", "48x40,41x33",
                            "--verify-images", media / "video" / "webcam_walk.mkv", "--title", "Candy")
-    assert code == 0 and "OK" in stdout and "33x41: PSNR" in stdout
+    assert code == 0 and "OK" in stdout and "41x33: PSNR" in stdout
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["title"] == "Candy" and card["name"] == "candy" and card["verification"]["passed"]
     assert card["verification"]["images"].endswith("webcam_walk.mkv")

@@ -47,7 +47,7 @@ def _cli(capsys, *argv):
 def test_a_registered_row_is_exported_verified_offered_and_served(capsys, fake_rows, fitted_model, media, tmp_path):
     out = tmp_path / "styles" / "mosaic.onnxcopy"
     code, stdout, err = _cli(capsys, "export", fitted_model[0], "--format", "onnx-copy", "-o", out,
-                             "--verify-sizes", "40x48", "--verify-images", media / "content")  # fmt: skip
+                             "--verify-sizes", "48x40", "--verify-images", media / "content")  # fmt: skip
     assert code == 0, err
     assert built == ["mosaic"] and out.is_file() and "OK   onnx-copy" in stdout
     card = json.loads(out.with_suffix(".json").read_text())

@@ -45,7 +45,7 @@ def test_python_backend_repository_runs_the_same_onnx_from_a_model_py(capsys, fi
 
     repo = tmp_path / "repo"
     code = main(["export", str(fitted_model[0]), "--format", "triton", "--triton-backend", "python", "--name", "mosaic",
-                 "-o", str(repo), "--verify-images", str(media / "content"), "--verify-sizes", "48x64"])  # fmt: skip
+                 "-o", str(repo), "--verify-images", str(media / "content"), "--verify-sizes", "64x48"])  # fmt: skip
     assert code == 0, capsys.readouterr()
     model_dir = repo / "mosaic"
     assert sorted(p.name for p in (model_dir / "1").iterdir()) == ["model.onnx", "model.py"]
