@@ -65,3 +65,6 @@ LOSSES = _table("loss", [  # stylestream.train.losses.LOSSES
 ])  # fmt: skip
 
 INITS = ("content", "noise")  # stylestream.train.optimize.INITS
+
+# stylestream.train.config.TrainConfig.fused: one VGG pass for a lockstep group's models (auto: on CUDA)
+FUSED_MODES = ("auto", "on", "off")

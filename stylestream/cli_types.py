@@ -37,3 +37,34 @@ def param(text: str) -> tuple[str, float]:
         return name.strip(), float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--param {name.strip()}: {value!r} is not a number") from None
+
+
+def whole_number(text: str) -> int:
+    """An integer option with a one-line error instead of argparse's 'invalid int value'."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def number(text: str) -> float:
+    """A float option (1e-3, 0.5, 1e10) with a one-line error."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def list_of(kind: type, what: str):
+    """An argparse type for 'a,b,c' -> [kind(a), kind(b), kind(c)]; `what` names the items in the error."""
+
+    def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, got {text!r}")
+        try:
+            return [kind(t) for t in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, got {text!r}") from None
+
+    return parse

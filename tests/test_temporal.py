@@ -65,3 +65,22 @@ def test_stabilizer_resets_on_a_scene_cut_and_when_off():
     stab(a, a, 1.0)
     assert np.array_equal(stab(b, b, 1.0), b), "a cut must not carry the old picture over"
     assert np.array_equal(stab(b, a, 0.0), a)
+
+
+def test_bench_flicker_writes_its_report_under_a_prefix_with_a_dot(tmp_path, capsys):
+    """`-o out/cartoon-0.5`: the figures land in cartoon-0.5.md/.json/.jpg (not cartoon-0.md, which a
+    second run with stabilize 0 would overwrite), and the report says which stabilize it measured."""
+    import json
+
+    from stylestream.cli import main
+
+    clip = MEDIA / "video" / "webcam_walk.mkv"
+    args = ["bench", "flicker", "--no-user-plugins", "--style", "cartoon", "--max-frames", "4", str(clip)]
+    assert main([*args, "--param", "stabilize=0.5", "-o", str(tmp_path / "cartoon-0.5")]) == 0
+    assert main([*args, "-o", str(tmp_path / "cartoon-0")]) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(f"cartoon-{a}.{ext}" for a in ("0", "0.5") for ext in ("jpg", "json", "md"))
+    stab = json.loads((tmp_path / "cartoon-0.5.json").read_text())
+    assert stab["params"] == {"stabilize": 0.5} and stab["clips"][0]["stabilize_ms"] is not None
+    assert json.loads((tmp_path / "cartoon-0.json").read_text())["clips"][0]["stabilize_ms"] is None
+    assert "cartoon-0.5.jpg" in capsys.readouterr().out

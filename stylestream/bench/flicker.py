@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from stylestream import temporal
+from stylestream.bench import output_path
 from stylestream.media import read_video_frames
 
 log = logging.getLogger(__name__)
@@ -80,12 +81,12 @@ def write_outputs(rows: list[dict[str, Any]], prefix: Path, header: dict[str, An
                   f"{r['input_warping_error']} | {r['change_ratio']} | {r['stabilize_ms'] or '—'} |")  # fmt: skip
     mean = float(np.mean([r["warping_error"] for r in table]))
     md += ["", f"Mean warping error: {mean:.3f}."]
-    md_path, js_path = prefix.with_suffix(".md"), prefix.with_suffix(".json")
+    md_path, js_path = output_path(prefix, ".md"), output_path(prefix, ".json")
     md_path.write_text("\n".join(md) + "\n")
     js_path.write_text(json.dumps({**header, "mean_warping_error": round(mean, 3), "clips": table}, indent=2) + "\n")
     # Sample frames: three consecutive stylized frames of the first clip, to look at flicker and trails.
     styled = rows[0]["styled"]
     mid = max(1, len(styled) // 2)
     strip = np.concatenate(styled[mid - 1 : mid + 2], axis=1)
-    cv2.imwrite(str(prefix.with_suffix(".jpg")), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(output_path(prefix, ".jpg")), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
     return md_path, js_path

@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stylestream import devices
+    from stylestream.bench import output_path
     from stylestream.bench.flicker import run_flicker, write_outputs
     from stylestream.cli import CLIError
     from stylestream.plugins import Engine, PluginSet, discover_plugins, plugin_from_model
@@ -71,5 +72,5 @@ def run(args: argparse.Namespace) -> int:
         engine.close()
     md, js = write_outputs(rows, args.output, header)
     print(md.read_text(), end="")
-    print(f"wrote {md}, {js} and {args.output.with_suffix('.jpg')}")
+    print(f"wrote {md}, {js} and {output_path(args.output, '.jpg')}")
     return 0

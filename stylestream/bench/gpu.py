@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from stylestream.bench import output_path
 from stylestream.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -387,7 +388,7 @@ def to_markdown(report: dict[str, Any], registry: Registry[Step] | None = None) 
 def write_outputs(report: dict[str, Any], prefix: Path, registry: Registry[Step] | None = None) -> tuple[Path, Path]:
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    md, js = prefix.with_suffix(".md"), prefix.with_suffix(".json")
+    md, js = output_path(prefix, ".md"), output_path(prefix, ".json")
     md.write_text(to_markdown(report, registry))
     js.write_text(json.dumps(report, indent=1, default=str) + "\n")
     return md, js

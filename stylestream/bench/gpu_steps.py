@@ -196,7 +196,7 @@ def lockstep(ctx: Context) -> None:
     fused = [f.name for f in dataclasses.fields(TrainConfig) if "fused" in f.name]
     variants: list[tuple[str, dict[str, Any]]] = [("lockstep", {})]
     if fused:
-        variants = [("fused", {fused[0]: True}), ("unfused", {fused[0]: False})]
+        variants = [("fused", {fused[0]: "on"}), ("unfused", {fused[0]: "off"})]
     groups: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     ctx.figures.update(optimizers=list(STUDY_OPTIMIZERS), arch=arch, size=size, batch=batch, steps=steps,

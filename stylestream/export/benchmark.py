@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stylestream.bench import output_path
 from stylestream.export.formats import FORMATS, ExportError
 
 if TYPE_CHECKING:
@@ -200,7 +201,7 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 def write_outputs(result: dict[str, Any], out_prefix: Path) -> tuple[Path, Path]:
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    md, js = out_prefix.with_suffix(".md"), out_prefix.with_suffix(".json")
+    md, js = output_path(out_prefix, ".md"), output_path(out_prefix, ".json")
     md.write_text(to_markdown(result))
     js.write_text(json.dumps(result, indent=2) + "\n")
     return md, js

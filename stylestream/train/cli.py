@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from stylestream.cli_choices import ARCHITECTURES, NORMS, OPTIMIZERS, SCHEDULES  # light: no torch
+from stylestream.cli_choices import (  # light: no torch
+    ARCHITECTURES,
+    FUSED_MODES,
+    NORMS,
+    OPTIMIZERS,
+    SCHEDULES,
+)
+from stylestream.cli_types import number, whole_number
 
 HELP = "train a style network (Johnson et al.) with a VGG-16 perceptual loss"
 EXIT_DIVERGED = 3  # the loss became NaN/Inf (`train`; `sweep` when no run ended ok)
@@ -23,20 +30,6 @@ EPILOG = (
 )  # fmt: skip
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style", required=True, metavar="IMAGE", help="style image")
     p.add_argument(
@@ -51,21 +44,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS.names(), metavar="NAME",
                    help="optimizer (default: adam; list below)")  # fmt: skip
-    p.add_argument("--lr", type=_float, default=1e-3, help="learning rate (default: 1e-3)")
+    p.add_argument("--lr", type=number, default=1e-3, help="learning rate (default: 1e-3)")
     p.add_argument(
         "--schedule", default="constant", choices=SCHEDULES.names(), help="lr schedule (default: constant)"
     )
-    p.add_argument("--batch-size", type=_int, default=4, help="images per step (default: 4)")
+    p.add_argument("--batch-size", type=whole_number, default=4, help="images per step (default: 4)")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=_int, default=2, help="passes over the data (default: 2)")
-    length.add_argument("--steps", type=_int, default=None, help="optimizer steps (overrides --epochs)")
-    p.add_argument("--image-size", type=_int, default=256, help="training crop side in pixels (default: 256)")
-    p.add_argument("--style-size", type=_int, default=None,
+    length.add_argument("--epochs", type=whole_number, default=2, help="passes over the data (default: 2)")
+    length.add_argument("--steps", type=whole_number, default=None, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--image-size", type=whole_number, default=256, help="training crop side in pixels (default: 256)")
+    p.add_argument("--style-size", type=whole_number, default=None,
                    help="longer side of the style image (default: --image-size, as Johnson's code; 0: its "
                         "own size, as the optimizer study's code and `sweep`)")  # fmt: skip
-    p.add_argument("--content-weight", type=_float, default=1e5, help="lambda_c (default: 1e5)")
-    p.add_argument("--style-weight", type=_float, default=1e10, help="lambda_s (default: 1e10)")
-    p.add_argument("--tv-weight", type=_float, default=0.0, help="total-variation weight (default: 0)")
+    p.add_argument("--content-weight", type=number, default=1e5, help="lambda_c (default: 1e5)")
+    p.add_argument("--style-weight", type=number, default=1e10, help="lambda_s (default: 1e10)")
+    p.add_argument("--tv-weight", type=number, default=0.0, help="total-variation weight (default: 0)")
+    p.add_argument("--temporal-weight", type=number, default=0.0, metavar="W",
+                   help="weight of the temporal-stability term: each image paired with itself slightly "
+                        "moved (random affine: <= 3 px, <= 2 deg, +-2%%) plus camera-like noise, the "
+                        "stylized pair asked to move alike (mean squared difference, grey levels squared), "
+                        "for a network steadier under camera motion on video (default: 0, off)")  # fmt: skip
     p.add_argument("--style-reduction", default="mean", choices=("mean", "sum"),
                    help="mean (reference code, matches the default weights) or sum (eq. 2.4 as written) "
                         "of the squared Gram differences")  # fmt: skip
@@ -78,7 +76,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default: on for CUDA and for CPUs with AMX")  # fmt: skip
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="channels-last memory format (default: on; faster on CPU and tensor cores)")  # fmt: skip
-    p.add_argument("--seed", type=_int, default=42, help="seed for init and data order (default: 42)")
+    p.add_argument("--fused", default="auto", choices=FUSED_MODES,
+                   help="one VGG pass and one backward for all runs of a lockstep group (a sweep; train "
+                        "is a group of one): the same results up to float rounding, 1.15x faster on an "
+                        "H200; auto: on for CUDA, off on CPU (no faster there, and it holds every run's "
+                        "activations at once); L-BFGS runs and runs with another AMP setting take their "
+                        "own pass (default: auto)")  # fmt: skip
+    p.add_argument("--seed", type=whole_number, default=42, help="seed for init and data order (default: 42)")
     p.add_argument("--resume", action="store_true",
                    help="continue from RUN_DIR/checkpoint.pt (a run stopped before its first checkpoint "
                         "starts over from step 0)")  # fmt: skip
@@ -86,10 +90,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start RUN_DIR afresh: remove the files an earlier run left there (model.pt, "
                         "checkpoint.pt, metrics.csv, card.json, pictures, tensorboard/)")  # fmt: skip
     p.add_argument(
-        "--checkpoint-every", type=_int, default=500, help="steps between checkpoints (default: 500)"
+        "--checkpoint-every", type=whole_number, default=500, help="steps between checkpoints (default: 500)"
     )
     p.add_argument(
-        "--log-every", type=_int, default=50, help="steps between progress/TensorBoard logs (default: 50)"
+        "--log-every", type=whole_number, default=50, help="steps between progress/TensorBoard logs (default: 50)"
     )
     p.add_argument(
         "--tensorboard",
@@ -97,7 +101,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="write TensorBoard scalars and samples to RUN_DIR/tensorboard",
     )
     p.add_argument(
-        "--workers", type=_int, default=None, help="data-loading processes (default: 0 on CPU, 4 on GPU)"
+        "--workers", type=whole_number, default=None, help="data-loading processes (default: 0 on CPU, 4 on GPU)"
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 

@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from stylestream.cli_choices import FUSED_MODES
 from stylestream.models import ARCHITECTURES
 from stylestream.models.layers import NORMS
 from stylestream.train.lbfgsb import scipy_problem
@@ -17,13 +18,14 @@ from stylestream.train.schedules import SCHEDULES
 
 # settings that must match for --resume to continue the same run
 RESUME_KEYS = ("style", "data", "arch", "norm", "optimizer", "lr", "schedule", "batch_size", "epochs", "steps",
-               "image_size", "style_size", "content_weight", "style_weight", "tv_weight", "style_reduction",
-               "vgg_weights", "seed")  # fmt: skip
-# settings every run of one lockstep group shares (they may differ in optimizer, lr, schedule, out, ...):
-# one data loader, one VGG and one set of initial weights serve them all
+               "image_size", "style_size", "content_weight", "style_weight", "tv_weight", "temporal_weight",
+               "style_reduction", "vgg_weights", "seed")  # fmt: skip
+# settings every run of one lockstep group shares (they may differ in optimizer, lr, schedule, out,
+# temporal_weight, ...): one data loader, one VGG and one set of initial weights serve them all, and
+# fused (one VGG pass for all of them) is a choice of the group's, not of a run's
 GROUP_KEYS = ("style", "data", "arch", "norm", "batch_size", "epochs", "steps", "image_size", "style_size",
               "content_weight", "style_weight", "tv_weight", "style_reduction", "vgg_weights", "device",
-              "amp", "channels_last", "seed", "workers")  # fmt: skip
+              "amp", "channels_last", "seed", "workers", "fused")  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -50,11 +52,13 @@ class TrainConfig:
     content_weight: float = 1e5
     style_weight: float = 1e10
     tv_weight: float = 0.0
+    temporal_weight: float = 0.0  # 0: off (stylestream.train.temporal_loss)
     style_reduction: str = "mean"
     vgg_weights: str = "imagenet"
     device: str = "auto"
     amp: bool | None = None  # None: on where it is fast (CUDA; CPUs with AMX bf16)
     channels_last: bool = True
+    fused: str = "auto"  # one VGG pass for a lockstep group's models: auto (on for CUDA), on, off
     seed: int = 42
     resume: bool = False
     overwrite: bool = False  # start afresh in a folder that holds a run (its run files are removed)
@@ -97,10 +101,11 @@ class TrainConfig:
             problem = scipy_problem()
             need(problem is None, str(problem))
         need(math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive finite number, got {self.lr}")
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight"):
             v = getattr(self, name)
             need(math.isfinite(v) and v >= 0, f"--{name.replace('_', '-')} must be finite and >= 0, got {v}")
         need(self.content_weight > 0 or self.style_weight > 0, "content and style weights cannot both be 0")
+        need(self.fused in FUSED_MODES, f"unknown --fused {self.fused!r}; choose one of: {', '.join(FUSED_MODES)}")
         need(
             self.device == "auto" or self.device in ("cpu", "mps") or self.device.startswith("cuda"),
             f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps",

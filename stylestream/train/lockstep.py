@@ -3,7 +3,10 @@
 are larger groups. Per batch there is one data-loader read and one VGG pass for the content targets,
 shared by every network; the style Grams live in the one PerceptualLoss. Each network then takes its
 own step (stylestream.train.step) from the same initial weights, on the same images in the same order,
-so a group reproduces the separate runs of the same settings.
+so a group reproduces the separate runs of the same settings. With --fused (auto: on CUDA) the
+networks' outputs share one VGG pass and one backward instead (stylestream.train.fused); runs that
+cannot join it take their own. With --temporal-weight, one set of partner frames per batch
+(stylestream.train.temporal_loss) serves every run that asks for the term.
 
 A run whose loss becomes NaN/Inf ends as "diverged" and the others go on; so does one whose step
 raises ("crashed"), unless keep_going is off (`train`: the error propagates). Each run writes a normal
@@ -33,6 +36,7 @@ from stylestream.train.amp import amp_setup
 from stylestream.train.config import ConfigError, TrainConfig, check_group
 from stylestream.train.data import ImageFolderDataset, make_loader
 from stylestream.train.distributed import local_device, mean_across_ranks, min_across_ranks, rank_world
+from stylestream.train.fused import Member, MemberResult, fused_backward, fused_wanted
 from stylestream.train.images import load_image
 from stylestream.train.losses import PerceptualLoss
 from stylestream.train.monitor import (
@@ -47,7 +51,8 @@ from stylestream.train.optimizers import make_optimizer, needs_closure
 from stylestream.train.rundir import RunDir
 from stylestream.train.runstate import Position, RunState, batches, new_card, start_mode
 from stylestream.train.schedules import make_schedule
-from stylestream.train.step import content_targets, train_step
+from stylestream.train.step import apply_update, content_targets, train_step
+from stylestream.train.temporal_loss import MovedBatch, describe, move_batch
 from stylestream.train.vgg import load_vgg, weights_notice
 
 log = logging.getLogger(__name__)
@@ -179,16 +184,44 @@ class _Group:
         amp = [str(r.amp_dtype).removeprefix("torch.") if r.amp_dtype else "off" for r in self.runs]
         if self.rank == 0:
             log.info("precision: %s", "float32" if amp[0] == "off" else f"{amp[0]} autocast")
-        for r, run_amp in zip(self.runs, amp):
+        fused = self._choose_fused()
+        for r, run_amp, run_fused in zip(self.runs, amp, fused):
+            temporal = {"temporal": {"weight": r.cfg.temporal_weight, "pairs": describe()}} if r.cfg.temporal_weight else {}
             r.open_folder(new_card(
                 r.cfg, vgg_weights=shared.vgg_desc, device=devices.device_name(dev), amp=run_amp,
                 dataset={"folder": str(self.base.data), "images": len(shared.dataset),
                          "batches_per_epoch": self.loader.batches_per_epoch},
                 style_image={"path": str(self.base.style), "size": shared.style_size},
-                total_steps=self.total_steps, **(extra_card(r.cfg) if extra_card else {}),
+                total_steps=self.total_steps, fused=run_fused, **temporal,
+                **(extra_card(r.cfg) if extra_card else {}),
             ))  # fmt: skip
             if r.cfg.tensorboard and r.dir.writable:
                 r.tb = open_tensorboard(r.dir)
+
+    def _choose_fused(self) -> list[dict[str, Any]]:
+        """Which runs take the fused pass (RunState.fused), and each run's card entry saying so or why not.
+        The pass runs in one precision: that of the first run that can join it."""
+        mode, dev = self.base.fused, self.dev
+        wanted = fused_wanted(mode, dev)
+        joinable = [r for r in self.runs if not needs_closure(r.cfg.optimizer)]
+        precision = (joinable[0].amp_dtype, joinable[0].scaler is not None) if joinable else None
+        why_not: list[str | None] = []
+        for r in self.runs:
+            if not wanted:
+                why_not.append(f"--fused {mode}" + (f" (auto: on for CUDA only, this is {dev.type})" if mode == "auto" else ""))
+            elif needs_closure(r.cfg.optimizer):
+                why_not.append(f"{r.cfg.optimizer} re-evaluates its loss several times per step: its own pass")
+            elif (r.amp_dtype, r.scaler is not None) != precision:
+                why_not.append("its precision (AMP) differs from the fused pass's: its own pass")
+            else:
+                r.fused = True
+                why_not.append(None)
+        n = sum(r.fused for r in self.runs)
+        if wanted and self.rank == 0:
+            own = [f"{r.cfg.out} ({why})" for r, why in zip(self.runs, why_not) if why]
+            log.info("fused lockstep pass: %d of %d runs%s", n, len(self.runs), "; own passes: " + ", ".join(own) if own else "")
+        return [{"mode": mode, "used": r.fused, "fused_runs": n} | ({"why_not": why} if why else {})
+                for r, why in zip(self.runs, why_not)]  # fmt: skip
 
     def train(self, progress: bool, desc: str | None) -> list[Outcome]:
         """Step every run on each batch until the last step or until none is left; then finish them."""
@@ -206,9 +239,11 @@ class _Group:
                 if base.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 targets = content_targets(loss_fn, x, targets_amp)
+                moved = move_batch(x, base.seed, pos.step) if any(r.cfg.temporal_weight for r in active) else None
                 shared_s = (time.perf_counter() - mark) / len(active)  # data, targets, files: split evenly
+                fused = self._fused_pass([r for r in active if r.fused], x, targets, moved, pos)
                 for r in list(active):
-                    if not self._step(r, x, targets, pos, shared_s):
+                    if not self._step(r, x, targets, moved, pos, shared_s, fused.get(id(r))):
                         active.remove(r)
                 mark = time.perf_counter()
                 if active:  # this step's losses (refresh=False: tqdm redraws at its own pace)
@@ -234,14 +269,47 @@ class _Group:
             self._finish(r, "ok")
         return self.outcomes
 
-    def _step(self, r: RunState, x: torch.Tensor, targets: dict[str, torch.Tensor], pos: Position,
-              shared_s: float) -> bool:  # fmt: skip
-        """One run's step on batch `x`, logged; False when the run ended (diverged or crashed)."""
+    def _fused_pass(self, runs: list[RunState], x: torch.Tensor, targets: dict[str, torch.Tensor],
+                    moved: MovedBatch | None, pos: Position) -> dict[int, tuple[MemberResult, float]]:  # fmt: skip
+        """The fused forward/backward of `runs` on batch `x`: by id(run), its result and its share of the
+        pass's seconds. If the pass fails (e.g. out of memory for the stacked batch) no model has changed:
+        the runs fall back to their own passes from this batch on (unless keep_going is off)."""
+        if not runs:
+            return {}
+        ts = time.perf_counter()
+        members = [Member(r.model, r.optimizer, r.scaler, r.cfg.temporal_weight) for r in runs]
+        try:
+            results = fused_backward(members, self.shared.loss_fn, x, targets, amp_dtype=runs[0].amp_dtype,
+                                     moved=moved)  # fmt: skip
+        except Exception as exc:
+            if not self.keep_going:
+                raise
+            why = f"the fused pass failed at step {pos.step} ({type(exc).__name__}: {exc})"[:300]
+            log.warning("%s; %d runs take their own passes from now on", why, len(runs))
+            for r in runs:
+                r.fused = False
+                r.card["fused"].update(used=False, why_not=why)
+            return {}
+        share = (time.perf_counter() - ts) / len(runs)
+        return {id(r): (res, share) for r, res in zip(runs, results)}
+
+    def _step(self, r: RunState, x: torch.Tensor, targets: dict[str, torch.Tensor], moved: MovedBatch | None,
+              pos: Position, shared_s: float, fused: tuple[MemberResult, float] | None) -> bool:  # fmt: skip
+        """One run's step on batch `x`, logged; False when the run ended (diverged or crashed). `fused`:
+        its result and time share of the group's fused pass, which left its gradients ready (None: its
+        own pass)."""
         ts = time.perf_counter()
         lr = r.optimizer.param_groups[0]["lr"]
+        shared_s += fused[1] if fused is not None else 0.0
         try:
-            terms = train_step(r.model, r.optimizer, self.shared.loss_fn, x, targets, amp_dtype=r.amp_dtype,
-                               scaler=r.scaler, closure=needs_closure(r.cfg.optimizer))  # fmt: skip
+            if fused is None:
+                terms = train_step(r.model, r.optimizer, self.shared.loss_fn, x, targets, amp_dtype=r.amp_dtype,
+                                   scaler=r.scaler, closure=needs_closure(r.cfg.optimizer), moved=moved,
+                                   temporal_weight=r.cfg.temporal_weight)  # fmt: skip
+            else:
+                terms = fused[0].terms
+                if fused[0].backward:  # a non-finite loss took no backward: no step, it ends as diverged
+                    apply_update(r.optimizer, r.scaler)
             terms = mean_across_ranks(terms)  # the whole batch's loss, the same on every rank
             r.scheduler.step()
         except Exception as exc:
@@ -293,8 +361,8 @@ class _Group:
 
 def persistent_bytes_per_run(model: nn.Module, optimizer: str) -> int:
     """Memory a run holds between its steps: weights, gradients and optimizer state (L-BFGS keeps up
-    to 100 pairs of flat vectors). Activations are freed after each model's step, so they are needed
-    once, not per run."""
+    to 100 pairs of flat vectors). Unfused, activations are freed after each model's step, so they are
+    needed once, not per run (fused: per run, see auto_parallel)."""
     n = sum(p.numel() * p.element_size() for p in model.parameters())
     return n * (200 if needs_closure(optimizer) else 4)
 
@@ -316,8 +384,13 @@ def available_bytes(device: torch.device) -> int:
 def auto_parallel(cfg: TrainConfig, optimizers: Sequence[str], device: torch.device,
                   activation_bytes: int) -> int:  # fmt: skip
     """How many runs fit in one process: half the free memory, less one step's activations, divided
-    by the largest per-run persistent state."""
+    by the largest per-run persistent state. A fused pass holds every run's activations until its one
+    backward, so there each run needs its own."""
     model = build_model(cfg.arch, norm=cfg.norm)
     per_run = max(persistent_bytes_per_run(model, o) for o in optimizers)
-    budget = available_bytes(device) // 2 - activation_bytes
+    budget = available_bytes(device) // 2
+    if fused_wanted(cfg.fused, device):
+        per_run += activation_bytes
+    else:
+        budget -= activation_bytes
     return max(1, min(len(optimizers), budget // max(1, per_run)))

@@ -103,7 +103,16 @@ class PerceptualLoss(nn.Module):
         return {self.content_layer: self.vgg(x, (self.content_layer,))[self.content_layer]}
 
     def forward(self, y: torch.Tensor, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        feats = self.vgg(y, (*self.style_layers, self.content_layer))
+        return self.terms(self.features(y), y, targets)
+
+    def features(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The VGG feature maps the loss reads. One call may serve several models' outputs stacked on the
+        batch axis (the fused lockstep pass); `terms` then takes each model's slice."""
+        return self.vgg(y, (*self.style_layers, self.content_layer))
+
+    def terms(self, feats: dict[str, torch.Tensor], y: torch.Tensor,
+              targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # fmt: skip
+        """The weighted loss terms of output `y` from its feature maps `feats` (`features(y)`)."""
         # feature maps may be bf16/fp16 under autocast; the loss arithmetic stays in float32
         key = self.content_layer
         content = torch.mean((feats[key].float() - targets[key].float()) ** 2)

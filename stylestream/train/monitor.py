@@ -32,8 +32,9 @@ def bar_postfix(runs: Sequence[RunState]) -> dict[str, str]:
     """One run's loss terms and speed; for several, how many are left and the best total."""
     if len(runs) == 1:
         r = runs[0]
+        temporal = {"temporal": f"{r.losses['temporal']:.4g}"} if r.cfg.temporal_weight else {}
         return {"total": f"{r.losses['total']:.4g}", "content": f"{r.losses['content']:.4g}",
-                "style": f"{r.losses['style']:.4g}", "img_s": f"{r.rate:.2f}"}  # fmt: skip
+                "style": f"{r.losses['style']:.4g}", **temporal, "img_s": f"{r.rate:.2f}"}  # fmt: skip
     return {"runs": str(len(runs)), "best": f"{min(r.losses['total'] for r in runs):.4g}"}
 
 

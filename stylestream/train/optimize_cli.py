@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from stylestream.cli_choices import LOSSES, OPTIMIZERS  # light: no torch
+from stylestream.cli_types import list_of, number, whole_number
 from stylestream.train import cli as train_cli
 from stylestream.train.pixel_lr import defaults_text
 
@@ -52,7 +53,6 @@ def parse_plan(text: str) -> list[tuple[str, float | None]]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from stylestream.cli_choices import INITS
-    from stylestream.train.sweep_cli import _list
 
     p.add_argument("content", metavar="CONTENT", help="content image")
     p.add_argument("style", metavar="STYLE", help="style image")
@@ -62,27 +62,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     runs = p.add_mutually_exclusive_group()
     runs.add_argument("--compare", type=parse_plan, default=None, metavar="A[:LR],B[:LR],...",
                       help="run several optimizers on the same problem, each at its LR or its default")  # fmt: skip
-    runs.add_argument("--lr", type=train_cli._float, default=None,
+    runs.add_argument("--lr", type=number, default=None,
                       help=f"learning rate in [0, 255] pixel units (defaults: {defaults_text()})")  # fmt: skip
-    p.add_argument("--lrs", type=_list(float, "learning rates"), default=None, metavar="LR,...",
+    p.add_argument("--lrs", type=list_of(float, "learning rates"), default=None, metavar="LR,...",
                    help="run --optimizer (or each --compare optimizer) at each of these lrs (seed 001's study)")  # fmt: skip
-    p.add_argument("--steps", type=train_cli._int, default=500, help="loss evaluations (default: 500)")
+    p.add_argument("--steps", type=whole_number, default=500, help="loss evaluations (default: 500)")
     p.add_argument("--loss", default="johnson", choices=LOSSES.names(),
                    help="johnson (VGG-16, the loss `train` uses; default) or gatys (VGG-19)")  # fmt: skip
-    p.add_argument("--image-size", type=train_cli._int, default=512,
+    p.add_argument("--image-size", type=whole_number, default=512,
                    help="longer side of the output in pixels (default: 512)")  # fmt: skip
-    p.add_argument("--style-size", type=train_cli._int, default=None,
+    p.add_argument("--style-size", type=whole_number, default=None,
                    help="longer side of the style image (default: --image-size)")  # fmt: skip
     p.add_argument("--init", default="content", choices=INITS, help="start image (default: content)")
-    p.add_argument("--content-weight", type=train_cli._float, default=1e5, help="lambda_c (default: 1e5)")
-    p.add_argument("--style-weight", type=train_cli._float, default=1e10, help="lambda_s (default: 1e10)")
-    p.add_argument("--tv-weight", type=train_cli._float, default=0.0, help="total-variation weight (default: 0)")
+    p.add_argument("--content-weight", type=number, default=1e5, help="lambda_c (default: 1e5)")
+    p.add_argument("--style-weight", type=number, default=1e10, help="lambda_s (default: 1e10)")
+    p.add_argument("--tv-weight", type=number, default=0.0, help="total-variation weight (default: 0)")
     p.add_argument("--vgg-weights", default="imagenet", metavar="imagenet|random|PATH",
                    help="weights of the loss's VGG (as for `train`; VGG-19's file: $STYLESTREAM_VGG19_WEIGHTS)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--save-every", type=train_cli._int, default=0, metavar="N",
+    p.add_argument("--save-every", type=whole_number, default=0, metavar="N",
                    help="also write OUT_<step>.png (the best image so far) every N steps (default: 0, never)")  # fmt: skip
-    p.add_argument("--seed", type=train_cli._int, default=0, help="seed for --init noise (default: 0)")
+    p.add_argument("--seed", type=whole_number, default=0, help="seed for --init noise (default: 0)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 

@@ -21,8 +21,8 @@ def plot_losses(rows: list[dict[str, str]], path: str | os.PathLike, title: str 
         return
     steps = [int(r["step"]) for r in rows]
     fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=(3, 1))
-    for key in ("total", "content", "style", "tv"):
-        values = [float(r[key]) for r in rows]
+    for key in ("total", "content", "style", "tv", "temporal"):
+        values = [float(r.get(key) or 0) for r in rows]  # runs written before a term existed lack its column
         if any(values):
             ax.plot(steps, values, label=key, lw=1)
     ax.set_yscale("log")

@@ -16,7 +16,9 @@ from stylestream import card as cards
 from stylestream.models.io import atomic_write, remove_stale_temps, torch_save, writing
 
 # images: training images the run has taken so far (x-axis of loss curves whose batch sizes differ)
-METRIC_FIELDS = ("step", "epoch", "images", "content", "style", "tv", "total", "lr", "images/s", "seconds")
+# temporal: the --temporal-weight term (stylestream.train.temporal_loss), 0 when off; total includes it
+METRIC_FIELDS = ("step", "epoch", "images", "content", "style", "tv", "temporal", "total", "lr", "images/s",
+                 "seconds")  # fmt: skip
 # what a run writes (sweeps add stylized.jpg); `clear` removes these and nothing else in the folder
 RUN_FILES = (
     "model.pt",
@@ -77,6 +79,9 @@ class RunDir:
             return
         rows = self.read_metrics() if keep_through_step is not None and self.metrics_path.exists() else []
         rows = [r for r in rows if int(r["step"]) <= (keep_through_step or 0)]
+        for r in rows:  # a file written before the temporal term existed: it was 0 then
+            if not r.get("temporal"):
+                r["temporal"] = "0"
 
         def write(tmp: str) -> None:
             with open(tmp, "w", newline="") as f:

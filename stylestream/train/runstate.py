@@ -130,6 +130,7 @@ class RunState:
     scheduler: LRScheduler
     scaler: torch.amp.GradScaler | None
     amp_dtype: torch.dtype | None
+    fused: bool = False  # takes its steps in the group's fused pass (stylestream.train.fused)
     resumed: bool = False  # continues from its checkpoint (False: starts at step 0 in a cleared folder)
     pos: Position = field(default_factory=Position)
     seconds: float = 0.0  # its compute plus its share of the group's, resumed sessions included
@@ -155,11 +156,13 @@ class RunState:
         """Continue from the checkpoint: every state it holds, the global RNGs included (the runs of a
         group checkpoint together, so they hold the same ones)."""
         ck = self.dir.load_checkpoint()
-        changed = [k for k in RESUME_KEYS if ck["config"].get(k) != getattr(self.cfg, k)]
+        # a setting added after the checkpoint was written (e.g. temporal_weight) had its default then
+        then = {k: ck["config"].get(k, TrainConfig.__dataclass_fields__[k].default) for k in RESUME_KEYS}
+        changed = [k for k in RESUME_KEYS if then[k] != getattr(self.cfg, k)]
         if changed:
             raise ConfigError(
                 f"--resume: {self.dir.path}: these settings differ from the checkpoint's: "
-                + ", ".join(f"{k} ({ck['config'].get(k)!r} there, {getattr(self.cfg, k)!r} now)" for k in changed)
+                + ", ".join(f"{k} ({then[k]!r} there, {getattr(self.cfg, k)!r} now)" for k in changed)
             )
         self.core.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])

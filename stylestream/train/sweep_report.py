@@ -195,14 +195,21 @@ def fairness_statement(meta: dict[str, Any], runs: Sequence[RunResult] = ()) -> 
          f"{meta.get('eval_images', '?')} held-out images ({meta.get('eval_source', 'a split of the data')}) "
          "that no run trained on, and the best setting per optimizer is chosen by eval loss."),
         ("All runs use the same loss weights, image size, style image, VGG weights, precision "
-         f"({meta.get('precision', '?')}) and device."),
+         f"({meta.get('precision', '?')}) and device."
+         if len(meta.get("devices") or ()) < 2 else
+         "All runs use the same loss weights, image size, style image, VGG weights and precision "
+         f"({meta.get('precision', '?')}); they trained on different devices of a Ray cluster "
+         f"({', '.join(meta['devices'])}), which changes their times and can change the last digits of "
+         "their losses."),
     ]  # fmt: skip
+    where = "groups, each a Ray task in one worker process" if str(meta.get("trained_on")).startswith("Ray") else (
+        "in one process")  # fmt: skip
     if meta.get("lockstep"):
         parts.append(
-            "Runs sharing a batch size were trained in lockstep in one process (one data loader and one "
-            "content-target VGG pass per batch shared by all of them); a run's training time is the "
-            "compute spent on that run plus an equal share of the shared work."
-        )
+            f"Runs sharing a batch size were trained in lockstep {where} "
+            "(one data loader and one content-target VGG pass per batch shared by all of them); a run's "
+            "training time is the compute spent on that run plus an equal share of the shared work."
+        )  # fmt: skip
     return " ".join(parts)
 
 
@@ -218,7 +225,9 @@ def setting_line(meta: dict[str, Any]) -> str:
 
 def environment_line(meta: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())
-    return f"precision {meta.get('precision')}, device {meta.get('device')}; {versions}"
+    where = meta.get("trained_on")
+    ray = f"; trained on {where}" if where and where != "this process" else ""
+    return f"precision {meta.get('precision')}, device {meta.get('device')}{ray}; {versions}"
 
 
 def markdown_report(runs: Sequence[RunResult], meta: dict[str, Any], images: dict[str, str]) -> str:

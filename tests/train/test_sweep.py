@@ -179,6 +179,22 @@ class _ConstantOutput(torch.optim.Adam):
         return loss
 
 
+class _BlowUpInStep3(torch.optim.Adam):
+    """Test optimizer: real Adam steps, the third (the last of 3) leaving weights so large the net's output
+    overflows: every logged loss is finite, the trained net is not."""
+
+    def step(self, closure=None):
+        loss = super().step(closure)
+        self.state.setdefault("calls", 0)
+        self.state["calls"] += 1
+        if self.state["calls"] == 3:
+            with torch.no_grad():
+                for g in self.param_groups:
+                    for p in g["params"]:
+                        p.fill_(1e30)
+        return loss
+
+
 @pytest.fixture
 def test_optimizers(monkeypatch):
     monkeypatch.setitem(OPTIMIZERS._entries, "nan-test",
@@ -188,6 +204,17 @@ def test_optimizers(monkeypatch):
     monkeypatch.setattr(_CrashAtStep2, "armed", True)
     monkeypatch.setitem(OPTIMIZERS._entries, "const-test",
                         Entry("const-test", lambda params, lr, **kw: _ConstantOutput(params, lr=lr), "test"))
+    monkeypatch.setitem(OPTIMIZERS._entries, "blowup-test",
+                        Entry("blowup-test", lambda params, lr, **kw: _BlowUpInStep3(params, lr=lr), "test"))
+
+
+def test_a_run_whose_net_ends_with_a_non_finite_output_is_diverged(tiny_data, style_path, tmp_path, test_optimizers):
+    out = tmp_path / "sweep"
+    assert sweep(tiny_data, style_path, out, "--optimizers", "adam,blowup-test", "--batch-sizes", "2") == 0
+    data = json.loads((out / "report.json").read_text())  # the report is written
+    run = {r["name"]: r for r in data["runs"]}["blowup-test/lr0.001-bs2"]
+    assert run["status"] == "diverged" and run["error"] == "after its last step (3) its output is NaN/Inf; try a lower lr"
+    assert run["loss"] is not None and run["eval_loss"] is None and data["ranking"] == ["adam"]
 
 
 def test_a_run_whose_net_puts_out_a_constant_image_is_collapsed(tiny_data, style_path, tmp_path, test_optimizers):
@@ -256,6 +283,14 @@ def test_overwrite_starts_a_sweep_afresh(tiny_data, style_path, tmp_path, capsys
     assert_exit_2(lambda: sweep(tiny_data, style_path, out, *args, "--resume", "--overwrite"))
     err = capsys.readouterr().err
     assert "--resume (continue the sweep in --out) or --overwrite (start it afresh), not both" in err
+    # --resume with another loss is refused; a sweep.json from before --temporal-weight resumes (its runs had none)
+    assert_exit_2(lambda: sweep(tiny_data, style_path, out, *args, "--resume", "--temporal-weight", "1"))
+    assert "temporal_weight (0.0 there, 1.0 now)" in capsys.readouterr().err
+    state = json.loads((out / "sweep.json").read_text())
+    del state["settings"]["temporal_weight"]
+    (out / "sweep.json").write_text(json.dumps(state))
+    assert sweep(tiny_data, style_path, out, *args, "--resume") == 0
+    assert model.stat().st_mtime_ns == first  # finished: kept
     assert sweep(tiny_data, style_path, out, *args, "--overwrite") == 0
     assert model.stat().st_mtime_ns != first  # trained again
     with open(out / "adam/lr0.001-bs2/metrics.csv", newline="") as f:
