@@ -46,6 +46,7 @@ from stylestream.train.monitor import (
     log_scalars,
     open_tensorboard,
     progress_bar,
+    sample_batch,
 )
 from stylestream.train.optimizers import make_optimizer, needs_closure
 from stylestream.train.rundir import RunDir
@@ -266,8 +267,25 @@ class _Group:
         finally:
             bar.close()
         for r in active:
-            self._finish(r, "ok")
+            broken = self._unusable(r)
+            if broken:
+                log.warning("%s: %s", r.cfg.out, broken)
+            self._finish(r, "diverged" if broken else "ok", broken)
         return self.outcomes
+
+    @torch.no_grad()
+    def _unusable(self, r: RunState) -> str | None:
+        """Why a run whose logged losses all stayed finite still has no usable net (each loss is measured
+        before its update, so the last update can blow the weights up unseen); None when it is usable."""
+        tensors = [t for t in (*r.core.parameters(), *r.core.buffers()) if t.is_floating_point()]
+        finite = all(bool(torch.isfinite(t).all()) for t in tensors)
+        x = sample_batch(self.shared.dataset, 1)
+        if finite and len(x):
+            was_training = r.core.training
+            r.core.eval()
+            finite = bool(torch.isfinite(r.core(x.to(self.dev))).all())  # raw: the clamp would hide an Inf
+            r.core.train(was_training)
+        return None if finite else f"after its last step ({r.pos.step}) its output is NaN/Inf; try a lower lr"
 
     def _fused_pass(self, runs: list[RunState], x: torch.Tensor, targets: dict[str, torch.Tensor],
                     moved: MovedBatch | None, pos: Position) -> dict[int, tuple[MemberResult, float]]:  # fmt: skip

@@ -243,3 +243,36 @@ def test_style_image_is_resized_to_the_training_size_unless_told(make_cfg, style
     as_is = train(make_cfg(steps=1, style_size=0, out=str(Path(make_cfg().out).parent / "b")))
     assert max(resized.card["style_image"]["size"]) == 32
     assert as_is.card["style_image"]["size"] == size[::-1]  # (H, W) of the file
+
+
+class _BlowUpLastStep(torch.optim.Adam):
+    """Real Adam steps; the last one leaves weights so large the net's output overflows, while every
+    logged loss (measured before its update) stays finite."""
+
+    last = 4
+
+    def step(self, closure=None):
+        loss = super().step(closure)
+        self.state.setdefault("calls", 0)
+        self.state["calls"] += 1
+        if self.state["calls"] == self.last:
+            with torch.no_grad():
+                for g in self.param_groups:
+                    for p in g["params"]:
+                        p.fill_(1e30)
+        return loss
+
+
+def test_a_net_blown_up_by_its_last_update_is_diverged_not_ok(make_cfg, monkeypatch):
+    from stylestream.registry import Entry
+    from stylestream.train.optimizers import OPTIMIZERS
+
+    monkeypatch.setitem(OPTIMIZERS._entries, "blowup-test",
+                        Entry("blowup-test", lambda params, lr, **kw: _BlowUpLastStep(params, lr=lr), "test"))
+    cfg = make_cfg(steps=4, optimizer="blowup-test", lr=1e-3)
+    result = train(cfg)
+    assert math.isfinite(result.losses["total"])  # nothing in the log shows it
+    assert result.status == "diverged"
+    card = _json(f"{cfg.out}/card.json")
+    assert card["status"] == "diverged" and card["error"] == "after its last step (4) its output is NaN/Inf; try a lower lr"
+    assert not Path(cfg.out, "model.pt").exists()
