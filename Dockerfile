@@ -2,6 +2,7 @@
 # stylestream server image.
 #   GPU (default): docker build -t stylestream .
 #   CPU only:      docker build --build-arg VARIANT=cpu -t stylestream:cpu .
+#   more extras:   docker build --build-arg VARIANT=cpu --build-arg EXTRAS=triton -t stylestream:cpu-triton .
 #   run:           docker run --gpus all -p 8080:8080 -v ./plugins:/plugins -v ./runs:/runs stylestream
 #   It binds 0.0.0.0, so it is never open: with no STYLESTREAM_TOKEN (e.g. --env-file) it generates a token
 #   and prints the page URL carrying it (docker logs); --no-auth is the explicit way to an open server.
@@ -42,8 +43,12 @@ COPY stylestream ./stylestream
 # onnxruntime (a core dependency) and onnxruntime-gpu install the same Python package, so whichever
 # pip unpacks last wins; reinstalling the GPU build makes sure the CUDA provider is the one present.
 # The package's own dependencies carry the version bounds (pyproject.toml), as in CI.
+# EXTRAS adds extras to the variant's, e.g. --build-arg EXTRAS=triton for the serve tier of docs/scaling.md.
+ARG EXTRAS=""
 # hadolint ignore=DL3013
-RUN pip install "${STYLESTREAM_INSTALL}" \
+RUN spec="${STYLESTREAM_INSTALL}" \
+    && if [ -n "${EXTRAS}" ]; then case "$spec" in *]) spec="${spec%]},${EXTRAS}]" ;; *) spec="${spec}[${EXTRAS}]" ;; esac; fi \
+    && echo "pip install $spec" && pip install "$spec" \
     && if pip show onnxruntime-gpu >/dev/null 2>&1; then \
         pip uninstall -y onnxruntime && pip install --force-reinstall --no-deps "onnxruntime-gpu>=1.18"; \
     fi
