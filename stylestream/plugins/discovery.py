@@ -235,7 +235,9 @@ def _scan_models(folder: Path, plugins: PluginSet, max_mb: float) -> None:
     served = served_suffixes()
     stems: dict[str, dict[str, Path]] = {}
     for f in sorted(folder.iterdir()):
-        if f.is_file() and not f.name.startswith(".") and f.suffix in served:
+        # files, and model folders a backend serves (NAME.mlpackage: Core ML)
+        is_model = f.is_file() or (f.is_dir() and format_of(f) is not None)
+        if is_model and not f.name.startswith(".") and f.suffix in served:
             stems.setdefault(f.stem, {})[served[f.suffix].name] = f
     for stem, models in stems.items():
         try:
@@ -338,7 +340,7 @@ def plugin_from_model(path: str | os.PathLike, name: str | None = None,
         raise ValueError(f"{path}: {fmt.not_served}")
     if fmt is None or path.suffix not in served_suffixes():
         raise ValueError(f"{path}: not a model file (expected {served_suffix_text()})")
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir()):  # (format_of found a folder format's marker in a folder)
         raise ValueError(f"{path}: model file not found")
     real = path.resolve()
     try:

@@ -13,7 +13,9 @@ a style is first used (NeuralPlugin.runner), where the ONNX and OpenVINO backend
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import pickletools
 import re
 import struct
@@ -57,7 +59,10 @@ def check_model_file(path: Path, folder: Path | None = None,
 
     Raises ModelTooLarge over the limit, paths.OutsideFolder when an ONNX model names external data
     outside `folder` (default: the model's folder), and ValueError (the reason) for a broken file."""
-    size = path.stat().st_size
+    if path.is_dir():  # a folder format (a Core ML .mlpackage): what it holds, not how big its inode is
+        size = _check_package(path, folder or path.parent)
+    else:
+        size = path.stat().st_size
     if size == 0:
         raise ValueError("empty file")
     limit = max_model_mb * MB
@@ -88,6 +93,26 @@ def check_model_file(path: Path, folder: Path | None = None,
         check_pte(path)
     elif backend == "litert":
         check_tflite(path)
+
+
+def _check_package(path: Path, folder: Path) -> int:
+    """A model folder (NAME.mlpackage): every entry resolves inside `folder` (no symlink out), its
+    Manifest.json is small JSON; returns the total size of its files (links not followed)."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            entry = Path(dirpath, name)
+            confined(folder, entry, "file in the model package")  # raises OutsideFolder
+            if name in filenames and not entry.is_symlink():
+                total += entry.stat().st_size
+    manifest = path / "Manifest.json"
+    if manifest.stat().st_size > MB:
+        raise ValueError(f"{manifest.name} is {_mb(manifest.stat().st_size)} MB: not a package manifest")
+    try:
+        json.loads(manifest.read_bytes())
+    except ValueError:
+        raise ValueError(f"{manifest.name} is not JSON: not a Core ML package") from None
+    return total
 
 
 # -------------------------------------------------------------------------------------------- .pt

@@ -212,3 +212,46 @@ def test_the_macos_backend_checks_the_package_before_core_ml_loads_it(fitted_mod
     (out / "Data" / "link").symlink_to(tmp_path / "secret")
     with pytest.raises(OutsideFolder, match="Core ML package file .*link' is outside the plugin folder"):
         open_model(out, device="cpu")
+
+
+def test_an_exported_package_in_a_styles_folder_is_a_style(capsys, fitted_model, opts, tmp_path):
+    """Export into a styles folder: `plugins` lists the package beside the ONNX of the same style (one style,
+    two formats); off macOS `stylize` runs the ONNX and `--backend coreml` says in one line why it cannot."""
+    pytest.importorskip("coremltools")
+    styles = tmp_path / "styles"
+    assert export(fitted_model[0], "coreml", styles / "mosaic.mlpackage", opts).status == "ok"
+    assert export(fitted_model[0], "onnx", styles / "mosaic.onnx", opts).status == "ok"
+    code, out, err = _cli(capsys, "plugins", "--plugins", styles, "--no-user-plugins", "--json")
+    assert code == 0, err
+    (mosaic,) = [p for p in json.loads(out)["styles"] if p["name"] == "mosaic"]
+    assert "mlpackage" in json.dumps(mosaic) and "onnx" in json.dumps(mosaic)
+    photo = tmp_path / "in.png"
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photo)
+    code, _, err = _cli(capsys, "stylize", "--plugins", styles, "--no-user-plugins", "--style", "mosaic",
+                        photo, "-o", tmp_path / "out.png")  # fmt: skip
+    assert code == 0 and (tmp_path / "out.png").is_file(), err
+    if not ON_MAC:
+        code, _, err = _cli(capsys, "stylize", "--plugins", styles, "--no-user-plugins", "--style", "mosaic",
+                            "--backend", "coreml", photo, "-o", tmp_path / "out2.png")  # fmt: skip
+        assert code == 2 and NOT_APPLE in err and "Traceback" not in err
+
+
+def test_a_package_that_links_out_of_its_folder_refuses_the_style(capsys, tmp_path):
+    """A NAME.mlpackage is a folder: a symlink inside it to a file elsewhere refuses the style, with the
+    reason, before anything reads it; a package without valid JSON in its manifest is reported broken."""
+    styles = tmp_path / "styles"
+    (styles / "evil.mlpackage" / "Data").mkdir(parents=True)
+    (styles / "evil.mlpackage" / "Manifest.json").write_text("{}")
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"x" * 100)
+    (styles / "evil.mlpackage" / "Data" / "weight.bin").symlink_to(secret)
+    (styles / "broken.mlpackage").mkdir()
+    (styles / "broken.mlpackage" / "Manifest.json").write_text("not json")
+    code, out, err = _cli(capsys, "plugins", "--plugins", styles, "--no-user-plugins", "--json")
+    listing = json.loads(out)
+    assert code == 0 and not {"evil", "broken"} & {p["name"] for p in listing["styles"]}
+    errors = json.dumps(listing["errors"])
+    assert "outside the plugin folder" in errors and "weight.bin" in errors
+    assert "Manifest.json is not JSON" in errors
