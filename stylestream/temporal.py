@@ -105,7 +105,7 @@ class Stabilizer:
         alpha = consistent(fwd, bwd).astype(np.float32) * min(1.0, amount)
         h, w = out.shape[:2]
         if (h, w) != g.shape:  # flow was computed small: scale it (and its vectors) to the frame
-            fwd = cv2.resize(fwd, (w, h), interpolation=cv2.INTER_LINEAR) * (w / g.shape[1])
+            fwd = cv2.resize(fwd * (w / g.shape[1]), (w, h), interpolation=cv2.INTER_LINEAR)  # scale while small
             alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
         warped = warp(prev_out, fwd)
         result = cv2.blendLinear(warped, out, alpha, 1.0 - alpha)  # per-pixel weights, in one C++ pass
