@@ -9,13 +9,25 @@ and against the real client (FFmpeg 8, GStreamer): drop a fix when the library h
    priority RFC 8445 §5.1.2 gives one (type preference 110). aioice 0.13.0.
 2. aiortc offers only ECDHE-ECDSA cipher suites when it is the DTLS client. GStreamer's webrtcbin
    (1.22) has an RSA certificate, so the handshake ends in "no shared cipher". Fix: offer the ECDHE-RSA
-   suites as well (same AEAD/SHA strength). aiortc 1.16.0."""
+   suites as well (same AEAD/SHA strength). aiortc 1.16.0.
+3. FFmpeg 8 draws its DTLS certificate's serial number at random, and about half are negative, which
+   RFC 5280 forbids. aiortc checks the peer's fingerprint on the certificate as `cryptography` parses
+   it, which warns today ("will cause an exception in a future release of cryptography"): half of
+   FFmpeg's WHIP sessions would then fail (as they do with the warning made an error). A
+   fingerprint is the hash of the certificate's DER bytes (RFC 8122 §5), so it is computed from those,
+   with nothing parsed. aiortc 1.16.0, cryptography 50."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+# SDP fingerprint hash names (RFC 8122 / aiortc's X509_DIGEST_ALGORITHMS) -> hashlib's
+DIGESTS = {"sha-256": "sha256", "sha-384": "sha384", "sha-512": "sha512"}
 
 # aiortc 1.16's list, then the same suites for RSA certificates.
 ECDSA_SUITES = b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA"
@@ -63,6 +75,37 @@ def _patch_dtls_ciphers() -> None:
     RTCCertificate._create_ssl_context = create_ssl_context
 
 
+def fingerprint(der: bytes, algorithm: str) -> str:
+    """'AB:CD:...' of a DER certificate, as SDP's a=fingerprint writes it (algorithm: 'sha-256', ...)."""
+    return ":".join(f"{b:02X}" for b in hashlib.new(DIGESTS[algorithm], der).digest())
+
+
+def fingerprints_match(der: bytes | None, fingerprints: Iterable[Any]) -> bool:
+    """aiortc's rule: at least one fingerprint in a supported algorithm, and every supported one matches."""
+    supported = [f for f in fingerprints if f.algorithm.lower() in DIGESTS]
+    return bool(der) and bool(supported) and all(
+        f.value.upper() == fingerprint(der, f.algorithm.lower()) for f in supported)  # fmt: skip
+
+
+def _patch_dtls_fingerprint() -> None:
+    from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+    from OpenSSL import crypto
+
+    original = RTCDtlsTransport._validate_peer_identity
+    if getattr(original, "_stylestream_compat", False):
+        return
+
+    def validate_peer_identity(self, remoteParameters):  # type: ignore[no-untyped-def]
+        cert = self._ssl.get_peer_certificate()  # pyOpenSSL's X509: not parsed by cryptography
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, cert) if cert is not None else None
+        if not fingerprints_match(der, remoteParameters.fingerprints):
+            self._RTCDtlsTransport__log_debug("x DTLS handshake failed (fingerprint mismatch)")
+            self._set_state(State.FAILED)
+
+    validate_peer_identity._stylestream_compat = True  # type: ignore[attr-defined]
+    RTCDtlsTransport._validate_peer_identity = validate_peer_identity
+
+
 def install() -> None:
     """Apply every fix (idempotent)."""
     global _installed
@@ -70,5 +113,6 @@ def install() -> None:
         return
     _patch_stun_priority()
     _patch_dtls_ciphers()
+    _patch_dtls_fingerprint()
     _installed = True
-    log.debug("interop fixes installed: STUN checks without PRIORITY, ECDHE-RSA DTLS suites")
+    log.debug("interop fixes installed: STUN checks without PRIORITY, ECDHE-RSA DTLS suites, DER fingerprints")

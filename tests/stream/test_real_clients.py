@@ -121,6 +121,11 @@ def dominant_hz(chunks: list[np.ndarray], rate: int = 48000) -> float:
     return float(np.fft.rfftfreq(len(pcm), 1 / rate)[np.argmax(spectrum)])
 
 
+# FFmpeg draws its DTLS certificate's serial at random, about half of them negative (RFC 5280 wants > 0):
+# cryptography warns on parsing one today and will raise later, which failed aiortc's fingerprint check in
+# about half the runs (interop fix 3). As an error here, a run whose serial is negative proves nothing
+# parses it; without the fix 3 of 6 runs failed.
+@pytest.mark.filterwarnings("error::cryptography.utils.CryptographyDeprecationWarning")
 @pytest.mark.parametrize("with_audio", [False, True], ids=["video", "video+opus"])
 def test_ffmpeg8_whip_publisher(media, clip, stylized, tmp_path, with_audio):
     exe = ffmpeg8()
