@@ -5,10 +5,15 @@ GPU section of bench/RESULTS.md (they decided runtime/torch_backend.py's CUDA se
     OUT=/tmp/probe PYTHONPATH=. COMPILE_S=150 python bench/gpu/probe_torch_variants.py   # on the GPU
     DEV=cpu OUT=/tmp/probe COMPILE_S=1 PYTHONPATH=. python bench/gpu/probe_torch_variants.py   # smoke run
 """
-import copy, json, os, sys, time
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
 import torch
 from torch import nn
-import torch.nn.functional as F
+
 sync = (lambda: None) if os.environ.get("DEV") == "cpu" else (lambda: torch.cuda.synchronize())
 from stylestream.models import build_model, inference_model
 
@@ -93,7 +98,7 @@ for v in variants:
         x = torch.rand(b, 3, h, w, device=dev) * 255
         try:
             ms = timeit(fn, x)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- a variant that fails is reported, the rest go on
             ms = repr(e)[:200]
         res[f"{v} {w}x{h} b{b}"] = ms
         log(f"{v:18s} {w}x{h} b{b}: {ms}")
@@ -106,7 +111,8 @@ with torch.inference_mode():
     log("inorm swap max diff fp32", d)
 
 # profiler of the served variant at 1080p
-from torch.profiler import profile, ProfilerActivity
+from torch.profiler import ProfilerActivity, profile
+
 for v in ["ac_cl", "pure16_cl_inorm"]:
     fn, _ = make(v)
     x = torch.rand(1, 3, *((1080, 1920) if dev == "cuda" else (36, 64)), device=dev) * 255
@@ -118,16 +124,16 @@ for v in ["ac_cl", "pure16_cl_inorm"]:
             sync()
     t = prof.key_averages().table(sort_by="cuda_time_total" if dev == "cuda" else "cpu_time_total", row_limit=18)
     log(f"--- profile {v} 1080p b1 (5 runs)\n" + t)
-    open(f"{OUT}/profile_{v}.txt", "w").write(t)
+    Path(OUT, f"profile_{v}.txt").write_text(t)
 
 # compiled variants (time budget)
-t_end = time.monotonic() + float(os.environ.get("COMPILE_S", 200))
+t_end = time.monotonic() + float(os.environ.get("COMPILE_S", "200"))
 for v, mode in [("pure16_cl_inorm", None), ("ac_cl", None)]:
     fn, m = make(v)
     mc = torch.compile(m, dynamic=False, mode=mode)
     cl = "cl" in v
     dt = torch.float16 if "pure16" in v else torch.float32
-    def cfn(x, mc=mc, v=v):
+    def cfn(x, mc=mc, v=v, cl=cl, dt=dt):
         x = x.to(dt)
         if cl:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -145,10 +151,10 @@ for v, mode in [("pure16_cl_inorm", None), ("ac_cl", None)]:
                 cfn(x); sync()
             first = time.monotonic() - t0
             ms = timeit(cfn, x)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- a variant that fails is reported, the rest go on
             first, ms = None, repr(e)[:300]
         res[f"compiled[{mode}] {v} {w}x{h} b{b}"] = {"ms": ms, "first_s": first}
         log(f"compiled[{mode}] {v} {w}x{h} b{b}: {ms} ms/frame (first {first} s)")
-    json.dump(res, open(f"{OUT}/probe.json", "w"), indent=1)
-json.dump(res, open(f"{OUT}/probe.json", "w"), indent=1)
+    Path(OUT, "probe.json").write_text(json.dumps(res, indent=1))  # after each compile: a timeout keeps it
+Path(OUT, "probe.json").write_text(json.dumps(res, indent=1))
 log("done")

@@ -249,7 +249,7 @@ def test_a_package_that_links_out_of_its_folder_refuses_the_style(capsys, tmp_pa
     (styles / "evil.mlpackage" / "Data" / "weight.bin").symlink_to(secret)
     (styles / "broken.mlpackage").mkdir()
     (styles / "broken.mlpackage" / "Manifest.json").write_text("not json")
-    code, out, err = _cli(capsys, "plugins", "--plugins", styles, "--no-user-plugins", "--json")
+    code, out, _ = _cli(capsys, "plugins", "--plugins", styles, "--no-user-plugins", "--json")
     listing = json.loads(out)
     assert code == 0 and not {"evil", "broken"} & {p["name"] for p in listing["styles"]}
     errors = json.dumps(listing["errors"])
