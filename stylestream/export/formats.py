@@ -69,11 +69,17 @@ class Requirement:
         gpu = "an NVIDIA GPU with CUDA and " if self.gpu else ""
         return f"it needs {gpu}`pip install stylestream[{self.extra}]`"
 
+    def reason(self) -> str | None:
+        """'missing X and Y; it needs `pip install stylestream[E]`', or None when nothing is missing: the
+        one line export and the runtime backends give."""
+        missing = self.missing()
+        return f"missing {' and '.join(missing)}; {self.hint()}" if missing else None
+
     def check(self, what: str) -> None:
         """Raise ExportError naming everything missing and what to install."""
-        missing = self.missing()
-        if missing:
-            raise ExportError(f"{what} is not possible here: missing {' and '.join(missing)}; {self.hint()}")
+        reason = self.reason()
+        if reason:
+            raise ExportError(f"{what} is not possible here: {reason}")
 
 
 TENSORRT = Requirement("trt", ("tensorrt",), gpu=True)

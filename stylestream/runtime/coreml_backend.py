@@ -45,9 +45,9 @@ class CoreMLBackend(Backend):
         why = _not_apple()
         if why:
             return why
-        missing = COREML.missing()
-        if missing:
-            return f"missing {' and '.join(missing)}; {COREML.hint()}"
+        reason = COREML.reason()
+        if reason:
+            return reason
         if device.split(":")[0] not in _UNITS:
             return f"Core ML runs on the Mac's CPU (cpu) or on CPU/GPU/Neural Engine (mps), not {device}"
         return None

@@ -24,9 +24,9 @@ class ExecuTorchBackend(Backend):
 
     @classmethod
     def unavailable_reason(cls, device: str) -> str | None:
-        missing = EXECUTORCH.missing()
-        if missing:
-            return f"missing {' and '.join(missing)}; {EXECUTORCH.hint()}"
+        reason = EXECUTORCH.reason()
+        if reason:
+            return reason
         if device != "cpu":
             return f"ExecuTorch programs (XNNPACK) run on CPU here, not {device}"
         return None

@@ -24,9 +24,9 @@ class LiteRTBackend(Backend):
 
     @classmethod
     def unavailable_reason(cls, device: str) -> str | None:
-        missing = LITERT.missing()
-        if missing:
-            return f"missing {' and '.join(missing)}; {LITERT.hint()}"
+        reason = LITERT.reason()
+        if reason:
+            return reason
         if device != "cpu":
             return f"LiteRT models run on CPU here, not {device}"
         return None

@@ -25,9 +25,9 @@ class NcnnBackend(Backend):
 
     @classmethod
     def unavailable_reason(cls, device: str) -> str | None:
-        missing = NCNN.missing()
-        if missing:
-            return f"missing {' and '.join(missing)}; {NCNN.hint()}"
+        reason = NCNN.reason()
+        if reason:
+            return reason
         if device != "cpu":
             return f"ncnn models run on CPU here, not {device}"
         return None

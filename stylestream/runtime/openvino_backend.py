@@ -57,9 +57,9 @@ class OpenVINOBackend(Backend):
 
     @classmethod
     def unavailable_reason(cls, device: str) -> str | None:
-        missing = OPENVINO.missing()
-        if missing:
-            return f"missing {' and '.join(missing)}; {OPENVINO.hint()}"
+        reason = OPENVINO.reason()
+        if reason:
+            return reason
         ov_device = openvino_device(device)
         if ov_device is None:
             env = os.environ.get(ENV_DEVICE)

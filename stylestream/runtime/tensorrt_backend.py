@@ -31,9 +31,9 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def unavailable_reason(cls, device: str) -> str | None:
-        missing = TENSORRT.missing()
-        if missing:
-            return f"missing {' and '.join(missing)}; {TENSORRT.hint()}"
+        reason = TENSORRT.reason()
+        if reason:
+            return reason
         if not device.startswith("cuda"):
             return "TensorRT engines run only on a CUDA GPU"
         return None
