@@ -16,6 +16,19 @@ REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO / "tests" / "data" / "media"
 
 
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    """`stylestream ARGV...` in this process: (exit code, stdout, stderr). CLIError and argparse errors
+    exit through parser.exit, so SystemExit is the exit code too."""
+    from stylestream.cli import main
+
+    try:
+        code = main([*map(str, argv)])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture(scope="session")
 def media() -> Path:
     return MEDIA

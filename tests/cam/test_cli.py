@@ -6,16 +6,11 @@ from __future__ import annotations
 import av
 import pytest
 
-from stylestream.cli import main
+from tests.conftest import run_cli as stylestream
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        rc = main(["cam", *argv])
-    except SystemExit as exc:  # argparse / CLIError exits
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
+    return stylestream(capsys, "cam", *argv)
 
 
 def test_cam_file_to_video_file(media, tmp_path, capsys):

@@ -6,17 +6,12 @@ import json
 
 import pytest
 
-from stylestream.cli import main
 from stylestream.export import FLOORS
+from tests.conftest import run_cli
 
 
 def _cli(capsys, *argv):
-    try:
-        code = main(["export", *map(str, argv)])
-    except SystemExit as exc:  # CLIError / argparse errors exit through parser.exit
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, "export", *argv)
 
 
 def test_corrupt_and_missing_model_files_are_clear_errors(capsys, tmp_path):

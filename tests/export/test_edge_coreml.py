@@ -16,23 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from stylestream.cli import main
 from stylestream.export import FLOORS, FORMATS, ExportError, export, export_all
 from stylestream.export.formats import format_of
 from stylestream.runtime import BACKENDS, BackendUnavailable, open_model
+from tests.conftest import run_cli as _cli
 
 ON_MAC = platform.system() == "Darwin"
 STATIC = (37, 53)  # H, W: odd, padded to 40x56 inside the net and cropped back
 NOT_APPLE = f"Core ML runs only on Apple systems (macOS), not {platform.system()}"
-
-
-def _cli(capsys, *argv):
-    try:
-        code = main([*map(str, argv)])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _files(folder) -> int:

@@ -12,21 +12,12 @@ import openvino as ov
 import pytest
 import torch
 
-from stylestream.cli import main
 from stylestream.export import FLOORS, FORMATS, VerificationError, export, export_all
 from stylestream.export.openvino import INFERENCE_KEY
 from stylestream.export.verify import psnr
 from stylestream.media import fit, load_frames, to_nchw
 from stylestream.runtime.openvino_backend import OpenVINOBackend
-
-
-def _cli(capsys, *argv):
-    try:
-        code = main([*map(str, argv)])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.conftest import run_cli as _cli
 
 
 def _independent_psnr(xml, model, media, sizes=((53, 71), (37, 45))) -> float:

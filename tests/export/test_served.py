@@ -9,19 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from stylestream.cli import main
 from stylestream.export import VerificationError, export
 from stylestream.plugins import plugin_from_model
 from stylestream.runtime.onnxruntime_backend import OnnxRuntimeBackend
-
-
-def _cli(capsys, *argv):
-    try:
-        code = main([*map(str, argv)])
-    except SystemExit as exc:  # CLIError / argparse errors exit through parser.exit
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.conftest import run_cli as _cli
 
 
 def test_verification_runs_the_backend_class_that_serves(fitted_model, opts, tmp_path, monkeypatch):

@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from stylestream.cli import main
 from stylestream.export.formats import FORMATS, Format, Requirement, served_suffixes
 from stylestream.registry import Entry
+from tests.conftest import run_cli as _cli
 
 built = []
 
@@ -33,15 +33,6 @@ def fake_rows(monkeypatch):
         monkeypatch.setitem(FORMATS._entries, fmt.name, Entry(fmt.name, fmt, fmt.help))
     built.clear()
     return rows
-
-
-def _cli(capsys, *argv):
-    try:
-        code = main([*map(str, argv)])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_a_registered_row_is_exported_verified_offered_and_served(capsys, fake_rows, fitted_model, media, tmp_path):

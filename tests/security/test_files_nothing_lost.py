@@ -27,9 +27,9 @@ import pytest
 import torch
 from PIL import Image
 
-from stylestream.cli import main
 from stylestream.models import build_model, save_model
 from stylestream.models.io import WriteError, atomic_write
+from tests.conftest import run_cli as in_process
 
 TINY = ["--image-size", "32", "--batch-size", "2", "--vgg-weights", "random", "--no-amp", "--no-progress",
         "--device", "cpu"]  # fmt: skip
@@ -49,11 +49,8 @@ def run_cli(*args, umask: int | None = None) -> subprocess.CompletedProcess:
 
 def cli(capsys, *args) -> tuple[int, str]:
     """The CLI in this process: (exit code, stderr)."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:  # CLIError exits through parser.exit
-        code = exc.code
-    return code, capsys.readouterr().err
+    code, _, err = in_process(capsys, *args)
+    return code, err
 
 
 def error_lines(err: str) -> list[str]:
