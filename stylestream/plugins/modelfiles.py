@@ -60,7 +60,7 @@ def check_model_file(path: Path, folder: Path | None = None,
     Raises ModelTooLarge over the limit, paths.OutsideFolder when an ONNX model names external data
     outside `folder` (default: the model's folder), and ValueError (the reason) for a broken file."""
     if path.is_dir():  # a folder format (a Core ML .mlpackage): what it holds, not how big its inode is
-        size = _check_package(path, folder or path.parent)
+        size = check_package(path, folder or path.parent)
     else:
         size = path.stat().st_size
     if size == 0:
@@ -95,14 +95,14 @@ def check_model_file(path: Path, folder: Path | None = None,
         check_tflite(path)
 
 
-def _check_package(path: Path, folder: Path) -> int:
+def check_package(path: Path, folder: Path) -> int:
     """A model folder (NAME.mlpackage): every entry resolves inside `folder` (no symlink out), its
     Manifest.json is small JSON; returns the total size of its files (links not followed)."""
     total = 0
     for dirpath, dirnames, filenames in os.walk(path):
         for name in dirnames + filenames:
             entry = Path(dirpath, name)
-            confined(folder, entry, "file in the model package")  # raises OutsideFolder
+            confined(folder, entry, "Core ML package file")  # raises OutsideFolder
             if name in filenames and not entry.is_symlink():
                 total += entry.stat().st_size
     manifest = path / "Manifest.json"

@@ -9,7 +9,6 @@ A batch larger than the package's runs in chunks, and a frame outside its size r
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import sys
 import threading
@@ -58,8 +57,7 @@ class CoreMLBackend(Backend):
         from stylestream.export.formats import ExportError
 
         # plugins imports the runtime: imported on use
-        from stylestream.plugins.modelfiles import first_line
-        from stylestream.plugins.paths import confined
+        from stylestream.plugins.modelfiles import check_package, first_line
 
         why = self.unavailable_reason(device)
         if why:
@@ -68,9 +66,7 @@ class CoreMLBackend(Backend):
             raise BackendUnavailable(f"{path}: {why}")
         if not (self.path.is_dir() and (self.path / "Manifest.json").is_file()):
             raise ValueError(f"{path}: not a Core ML package (a NAME.mlpackage folder with a Manifest.json)")
-        for dirpath, dirnames, filenames in os.walk(self.path):  # before Core ML reads a byte: nothing links out
-            for name in dirnames + filenames:
-                confined(self.root, Path(dirpath, name), "Core ML package file")
+        check_package(self.path, self.root)  # before Core ML reads a byte: nothing links out
         try:
             facts = structure(self.path)
         except ExportError as exc:
